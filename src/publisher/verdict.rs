@@ -1,0 +1,121 @@
+//! Judges the publish endpoint's answer. A 200 alone proves nothing: only
+//! `{"routed":true}` means a queue took the message.
+
+use reqwest::StatusCode;
+use serde::Deserialize;
+
+use super::PublishError;
+use crate::settings::BrokerSettings;
+
+#[derive(Deserialize)]
+struct RoutedAnswer {
+    routed: bool,
+}
+
+#[derive(Deserialize)]
+struct ErrorAnswer {
+    reason: Option<String>,
+    error: Option<String>,
+}
+
+/// Turns the endpoint's status and body into success or a typed failure.
+pub fn judge(status: StatusCode, answer: &[u8], broker: &BrokerSettings) -> Result<(), PublishError> {
+    let endpoint = &broker.endpoint;
+    match status.as_u16() {
+        200 | 201 => match serde_json::from_slice::<RoutedAnswer>(answer) {
+            Ok(RoutedAnswer { routed: true }) => Ok(()),
+            Ok(RoutedAnswer { routed: false }) => Err(PublishError::NotRouted {
+                exchange: endpoint.exchange.clone(),
+                vhost: endpoint.vhost.clone(),
+                routing_key: broker.routing_key.clone(),
+            }),
+            Err(_) => Err(PublishError::UnexpectedAnswer),
+        },
+        401 => Err(PublishError::Unauthorized { user: broker.user.clone() }),
+        404 => Err(PublishError::NotFound {
+            exchange: endpoint.exchange.clone(),
+            vhost: endpoint.vhost.clone(),
+            reason: reason(answer),
+        }),
+        429 | 500..=599 => Err(PublishError::Unavailable {
+            status: status.as_u16(),
+            reason: reason(answer),
+        }),
+        _ => Err(PublishError::Rejected {
+            status: status.as_u16(),
+            reason: reason(answer),
+        }),
+    }
+}
+
+/// The broker's `reason` (or `error`) field, else the start of the body.
+fn reason(answer: &[u8]) -> String {
+    const MAX_CHARS: usize = 200;
+    let parsed = serde_json::from_slice::<ErrorAnswer>(answer).ok();
+    let text = match parsed.and_then(|a| a.reason.or(a.error)) {
+        Some(reason) => reason,
+        None => String::from_utf8_lossy(answer).trim().to_owned(),
+    };
+    let text: String = text.chars().filter(|c| !c.is_control()).take(MAX_CHARS).collect();
+    if text.is_empty() { "no reason given".to_owned() } else { text }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::settings::PublishEndpoint;
+    use crate::secret::Secret;
+
+    fn broker() -> BrokerSettings {
+        BrokerSettings {
+            endpoint: PublishEndpoint {
+                url: "http://h/api/exchanges/%2F/ex/publish".parse().unwrap(),
+                vhost: "/".into(),
+                exchange: "ex".into(),
+            },
+            authorization: Secret::new("Basic eDp5"),
+            user: "x".into(),
+            routing_key: "webhook".into(),
+            app_id: "app".into(),
+        }
+    }
+
+    fn judge_answer(status: u16, answer: &str) -> Result<(), PublishError> {
+        judge(StatusCode::from_u16(status).unwrap(), answer.as_bytes(), &broker())
+    }
+
+    #[test]
+    fn routed_true_is_the_only_success() {
+        assert!(judge_answer(200, r#"{"routed":true}"#).is_ok());
+    }
+
+    #[test]
+    fn routed_false_is_a_failure_naming_the_binding() {
+        let err = judge_answer(200, r#"{"routed":false}"#).unwrap_err();
+        assert!(matches!(err, PublishError::NotRouted { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn a_200_without_a_verdict_is_not_success() {
+        assert!(matches!(judge_answer(200, "<html>ok</html>"), Err(PublishError::UnexpectedAnswer)));
+        assert!(matches!(judge_answer(200, ""), Err(PublishError::UnexpectedAnswer)));
+    }
+
+    #[test]
+    fn statuses_map_to_their_failures() {
+        assert!(matches!(judge_answer(401, ""), Err(PublishError::Unauthorized { .. })));
+        assert!(matches!(judge_answer(404, ""), Err(PublishError::NotFound { .. })));
+        assert!(matches!(judge_answer(400, ""), Err(PublishError::Rejected { status: 400, .. })));
+        assert!(matches!(judge_answer(405, ""), Err(PublishError::Rejected { status: 405, .. })));
+        assert!(matches!(judge_answer(429, ""), Err(PublishError::Unavailable { status: 429, .. })));
+        assert!(matches!(judge_answer(503, ""), Err(PublishError::Unavailable { status: 503, .. })));
+    }
+
+    #[test]
+    fn the_brokers_reason_is_kept() {
+        let err = judge_answer(404, r#"{"error":"Object Not Found","reason":"Not Found"}"#).unwrap_err();
+        assert!(err.to_string().contains("Not Found"), "{err}");
+        let err = judge_answer(502, "bad gateway\n").unwrap_err();
+        assert!(err.to_string().contains("bad gateway"), "{err}");
+    }
+}
