@@ -87,7 +87,10 @@ mod tests {
 
     #[test]
     fn overload_is_503_with_retry_after() {
-        let e = publish(PublishError::Overloaded { concurrency: 1, waited: Duration::from_secs(1) });
+        let e = publish(PublishError::Overloaded {
+            concurrency: 1,
+            waited: Duration::from_secs(1),
+        });
         assert_eq!(e.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(e.retry_after(), Some(RETRY_AFTER_SECONDS));
     }
@@ -112,14 +115,23 @@ mod tests {
         });
         assert_eq!(not_routed.status(), StatusCode::BAD_GATEWAY);
         assert_eq!(not_routed.retry_after(), None);
-        assert!(!not_routed.reason().contains("internal-exchange"), "the caller is not told broker names");
+        assert!(
+            !not_routed.reason().contains("internal-exchange"),
+            "the caller is not told broker names"
+        );
         let unauthorized = publish(PublishError::Unauthorized { user: "u".into() });
         assert_eq!(unauthorized.status(), StatusCode::BAD_GATEWAY);
     }
 
     #[test]
     fn input_errors_are_4xx() {
-        assert_eq!(ForwardError::BodyTooLarge { limit: 1 }.status(), StatusCode::PAYLOAD_TOO_LARGE);
-        assert_eq!(ForwardError::BadInvocation("x".into()).status(), StatusCode::BAD_REQUEST);
+        assert_eq!(
+            ForwardError::BodyTooLarge { limit: 1 }.status(),
+            StatusCode::PAYLOAD_TOO_LARGE
+        );
+        assert_eq!(
+            ForwardError::BadInvocation("x".into()).status(),
+            StatusCode::BAD_REQUEST
+        );
     }
 }

@@ -17,7 +17,10 @@ pub struct Forwarder {
 impl Forwarder {
     /// Wraps the publisher built at start-up.
     pub fn new(publisher: Publisher, max_body_bytes: usize) -> Self {
-        Self { publisher, max_body_bytes }
+        Self {
+            publisher,
+            max_body_bytes,
+        }
     }
 
     /// Largest body accepted, in bytes.
@@ -35,7 +38,9 @@ impl Forwarder {
     /// failure, what to do). Returns the line too, for the host's `Logs`.
     pub async fn forward(&self, webhook: &Webhook) -> (Result<Published, ForwardError>, String) {
         if webhook.body.len() > self.max_body_bytes {
-            let failure = ForwardError::BodyTooLarge { limit: self.max_body_bytes };
+            let failure = ForwardError::BodyTooLarge {
+                limit: self.max_body_bytes,
+            };
             let line = format!("message {} not queued: {failure}", webhook.message_id);
             warn!("{line}");
             return (Err(failure), line);

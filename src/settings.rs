@@ -130,7 +130,11 @@ impl Settings {
 
         let limits = Limits {
             max_body_bytes: parse_or("MaxBodyBytes", get("MaxBodyBytes"), DEFAULT_MAX_BODY_BYTES)?,
-            publish_concurrency: parse_or("PublishConcurrency", get("PublishConcurrency"), DEFAULT_PUBLISH_CONCURRENCY)?,
+            publish_concurrency: parse_or(
+                "PublishConcurrency",
+                get("PublishConcurrency"),
+                DEFAULT_PUBLISH_CONCURRENCY,
+            )?,
             slot_wait: duration_or("PublishSlotWait", get("PublishSlotWait"), "5s")?,
             attempt_timeout: duration_or("PublishAttemptTimeout", get("PublishAttemptTimeout"), "10s")?,
             publish_deadline: duration_or("PublishDeadline", get("PublishDeadline"), "30s")?,
@@ -182,7 +186,9 @@ fn parse_endpoint(raw: &str) -> Result<PublishEndpoint, SettingsError> {
     }
     if !url.username().is_empty() || url.password().is_some() {
         // A password here would end up in logs; it belongs in AmqpAuthHeader.
-        return Err(invalid("it contains credentials; put them in AmqpAuthHeader instead".to_owned()));
+        return Err(invalid(
+            "it contains credentials; put them in AmqpAuthHeader instead".to_owned(),
+        ));
     }
     let segments: Vec<&str> = url.path_segments().map(Iterator::collect).unwrap_or_default();
     let parts = match segments.as_slice() {
@@ -197,13 +203,17 @@ fn parse_endpoint(raw: &str) -> Result<PublishEndpoint, SettingsError> {
     };
     let (vhost, exchange) = (percent_decode(vhost), percent_decode(exchange));
     if vhost.is_empty() || exchange.is_empty() {
-        return Err(invalid("the vhost or the exchange in its path is empty (the default vhost is %2F)".to_owned()));
+        return Err(invalid(
+            "the vhost or the exchange in its path is empty (the default vhost is %2F)".to_owned(),
+        ));
     }
     Ok(PublishEndpoint { url, vhost, exchange })
 }
 
 fn percent_decode(segment: &str) -> String {
-    percent_encoding::percent_decode_str(segment).decode_utf8_lossy().into_owned()
+    percent_encoding::percent_decode_str(segment)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 /// Accepts `Basic <base64>` or the bare base64 of `user:password`, as the seed
@@ -219,9 +229,7 @@ fn parse_auth_header(raw: &str) -> Result<(Secret, String), SettingsError> {
         Some(_) => return Err(invalid("it has a space but does not start with \"Basic \"")),
         None => raw,
     };
-    let decoded = BASE64
-        .decode(encoded)
-        .map_err(|_| invalid("it is not valid base64"))?;
+    let decoded = BASE64.decode(encoded).map_err(|_| invalid("it is not valid base64"))?;
     let decoded = String::from_utf8(decoded).map_err(|_| invalid("it does not decode to UTF-8 text"))?;
     let Some((user, _password)) = decoded.split_once(':') else {
         return Err(invalid("it does not decode to \"<user>:<password>\" (no colon)"));
@@ -263,7 +271,10 @@ mod tests {
 
     fn settings(pairs: &[(&str, &str)]) -> Result<Settings, SettingsError> {
         let mut map: HashMap<String, String> = [
-            ("AmqpEndpoint", "http://127.0.0.1:15672/api/exchanges/%2F/e-conomic.direct/publish"),
+            (
+                "AmqpEndpoint",
+                "http://127.0.0.1:15672/api/exchanges/%2F/e-conomic.direct/publish",
+            ),
             ("AmqpAuthHeader", AUTH),
         ]
         .into_iter()
@@ -335,14 +346,21 @@ mod tests {
 
     #[test]
     fn endpoint_with_embedded_credentials_is_rejected_without_echoing_them() {
-        let err = error_for(&[("AmqpEndpoint", "https://u:s3cret@host.example/api/exchanges/v/x/publish")]);
+        let err = error_for(&[(
+            "AmqpEndpoint",
+            "https://u:s3cret@host.example/api/exchanges/v/x/publish",
+        )]);
         assert!(err.contains("contains credentials"), "{err}");
         assert!(!err.contains("s3cret"), "{err}");
     }
 
     #[test]
     fn endpoint_parts_are_percent_decoded() {
-        let s = settings(&[("AmqpEndpoint", "https://h.example/api/exchanges/my%20vhost/e%2Bx/publish")]).unwrap();
+        let s = settings(&[(
+            "AmqpEndpoint",
+            "https://h.example/api/exchanges/my%20vhost/e%2Bx/publish",
+        )])
+        .unwrap();
         assert_eq!(s.broker.endpoint.vhost, "my vhost");
         assert_eq!(s.broker.endpoint.exchange, "e+x");
     }

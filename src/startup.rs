@@ -40,8 +40,14 @@ pub async fn bind(
 ) -> Result<(SocketAddr, impl Future<Output = ()>), StartupError> {
     let listener = TcpListener::bind(settings.listen)
         .await
-        .map_err(|source| StartupError::Bind { addr: settings.listen, source })?;
-    let addr = listener.local_addr().map_err(|source| StartupError::Bind { addr: settings.listen, source })?;
+        .map_err(|source| StartupError::Bind {
+            addr: settings.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| StartupError::Bind {
+        addr: settings.listen,
+        source,
+    })?;
     let publisher = Publisher::new(settings.broker.clone(), settings.limits.clone())?;
     let forwarder = Arc::new(Forwarder::new(publisher, settings.limits.max_body_bytes.get()));
     info!(
@@ -66,7 +72,10 @@ async fn serve(
         info!("shutting down: no new requests; waiting up to {grace:?} for in-flight ones");
         let _ = stopping_tx.send(());
     };
-    let server = warp::serve(routes::routes(forwarder)).incoming(listener).graceful(signal).run();
+    let server = warp::serve(routes::routes(forwarder))
+        .incoming(listener)
+        .graceful(signal)
+        .run();
     let mut server = std::pin::pin!(server);
     tokio::select! {
         () = &mut server => return,

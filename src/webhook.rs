@@ -65,7 +65,10 @@ mod tests {
 
     #[test]
     fn other_pairs_keep_their_encoding() {
-        assert_eq!(strip_function_key("name=a%20b&encode=1&codes=2"), "name=a%20b&encode=1&codes=2");
+        assert_eq!(
+            strip_function_key("name=a%20b&encode=1&codes=2"),
+            "name=a%20b&encode=1&codes=2"
+        );
     }
 
     #[test]

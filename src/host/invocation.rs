@@ -83,7 +83,11 @@ impl InvocationRequest {
             .map_err(|e| {
                 let path = e.path().to_string();
                 let inner = e.into_inner();
-                InvocationError(if path == "." { inner.to_string() } else { format!("{path}: {inner}") })
+                InvocationError(if path == "." {
+                    inner.to_string()
+                } else {
+                    format!("{path}: {inner}")
+                })
             })
             .and_then(|request: Self| {
                 deserializer
@@ -97,7 +101,11 @@ impl InvocationRequest {
 impl HttpTriggerRequest {
     /// The first value of a header, matched case-insensitively.
     pub fn header(&self, name: &str) -> Option<&str> {
-        let (_, values) = self.headers.as_ref()?.iter().find(|(k, _)| k.eq_ignore_ascii_case(name))?;
+        let (_, values) = self
+            .headers
+            .as_ref()?
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))?;
         match values {
             HeaderValues::Many(values) => values.first().map(String::as_str),
             HeaderValues::One(value) => Some(value),
@@ -157,7 +165,12 @@ impl QueryField {
 
 /// The host base64-encodes bodies of exactly these types; all others arrive as text.
 fn host_sends_base64(content_type: &str) -> bool {
-    let essence = content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
     essence == "application/octet-stream" || essence.starts_with("multipart/")
 }
 
@@ -197,20 +210,29 @@ mod tests {
         .unwrap();
         assert_eq!(webhook.message_id, "inv-1");
         assert_eq!(webhook.method, "POST");
-        assert_eq!(webhook.content_type.as_deref(), Some("application/x-www-form-urlencoded"));
+        assert_eq!(
+            webhook.content_type.as_deref(),
+            Some("application/x-www-form-urlencoded")
+        );
         assert_eq!(webhook.query, "type=product");
         assert_eq!(&webhook.body[..], b"old=101&new=101");
     }
 
     #[test]
     fn header_names_match_in_any_case() {
-        let webhook = parse(req(json!({ "Method": "POST", "Headers": { "content-TYPE": ["text/plain"] } }))).unwrap();
+        let webhook = parse(req(
+            json!({ "Method": "POST", "Headers": { "content-TYPE": ["text/plain"] } }),
+        ))
+        .unwrap();
         assert_eq!(webhook.content_type.as_deref(), Some("text/plain"));
     }
 
     #[test]
     fn a_single_string_header_value_is_tolerated() {
-        let webhook = parse(req(json!({ "Method": "POST", "Headers": { "Content-Type": "text/plain" } }))).unwrap();
+        let webhook = parse(req(
+            json!({ "Method": "POST", "Headers": { "Content-Type": "text/plain" } }),
+        ))
+        .unwrap();
         assert_eq!(webhook.content_type.as_deref(), Some("text/plain"));
     }
 
@@ -224,7 +246,11 @@ mod tests {
 
     #[test]
     fn octet_stream_and_multipart_bodies_are_base64_decoded() {
-        for content_type in ["application/octet-stream", "multipart/form-data; boundary=x", "Application/Octet-Stream"] {
+        for content_type in [
+            "application/octet-stream",
+            "multipart/form-data; boundary=x",
+            "Application/Octet-Stream",
+        ] {
             let webhook = parse(req(json!({
                 "Method": "POST",
                 "Headers": { "Content-Type": [content_type] },
@@ -259,13 +285,19 @@ mod tests {
 
     #[test]
     fn without_url_the_query_object_is_used_minus_the_key() {
-        let webhook = parse(req(json!({ "Method": "POST", "Query": { "b": "2", "code": "K", "a": "x y" } }))).unwrap();
+        let webhook = parse(req(
+            json!({ "Method": "POST", "Query": { "b": "2", "code": "K", "a": "x y" } }),
+        ))
+        .unwrap();
         assert_eq!(webhook.query, "a=x+y&b=2");
     }
 
     #[test]
     fn an_old_hosts_query_string_is_tolerated() {
-        let webhook = parse(req(json!({ "Method": "POST", "Query": "{\"new\":\"5\",\"code\":\"K\"}" }))).unwrap();
+        let webhook = parse(req(
+            json!({ "Method": "POST", "Query": "{\"new\":\"5\",\"code\":\"K\"}" }),
+        ))
+        .unwrap();
         assert_eq!(webhook.query, "new=5");
         let webhook = parse(req(json!({ "Method": "POST", "Query": "{}" }))).unwrap();
         assert_eq!(webhook.query, "");
@@ -296,7 +328,10 @@ mod tests {
             (json!({ "Method": "POST", "Url": [] }), "Data.req.Url"),
             (json!({ "Method": "POST", "Body": {"a": 1} }), "Data.req.Body"),
             (json!({ "Method": "POST", "Headers": [] }), "Data.req.Headers"),
-            (json!({ "Method": "POST", "Headers": { "A": [1] } }), "Data.req.Headers.A"),
+            (
+                json!({ "Method": "POST", "Headers": { "A": [1] } }),
+                "Data.req.Headers.A",
+            ),
             (json!({ "Method": "POST", "Query": 5 }), "Data.req.Query"),
         ];
         for (fields, path) in cases {
@@ -316,7 +351,10 @@ mod tests {
     fn deeply_nested_json_does_not_overflow_the_stack() {
         let nest = |depth: usize| format!("{}{}", "[".repeat(depth), "]".repeat(depth));
         // In a field we read, nesting is a type error (and serde_json stops at depth 128).
-        let in_headers = format!(r#"{{"Data":{{"req":{{"Method":"POST","Headers":{{"A":{}}}}}}}}}"#, nest(100_000));
+        let in_headers = format!(
+            r#"{{"Data":{{"req":{{"Method":"POST","Headers":{{"A":{}}}}}}}}}"#,
+            nest(100_000)
+        );
         let err = InvocationRequest::parse(in_headers.as_bytes()).unwrap_err();
         assert!(err.0.starts_with("Data.req.Headers"), "{}", err.0);
         // In a field we ignore (Params), serde_json skips it without recursing.

@@ -43,7 +43,11 @@ impl InvocationResponse {
     pub fn new(status: u16, headers: BTreeMap<String, String>, body: String, logs: Vec<String>) -> Self {
         Self {
             outputs: Outputs {
-                res: HttpOutput { status_code: status.to_string(), headers, body },
+                res: HttpOutput {
+                    status_code: status.to_string(),
+                    headers,
+                    body,
+                },
             },
             logs,
             return_value: None,

@@ -9,7 +9,9 @@ use std::time::Duration;
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
     /// Every publish slot stayed busy for the whole slot wait.
-    #[error("all {concurrency} publish slots stayed busy for {waited:?}: the broker is slower than the incoming rate; the caller was told to retry later")]
+    #[error(
+        "all {concurrency} publish slots stayed busy for {waited:?}: the broker is slower than the incoming rate; the caller was told to retry later"
+    )]
     Overloaded {
         /// The configured concurrency.
         concurrency: usize,
@@ -17,7 +19,9 @@ pub enum PublishError {
         waited: Duration,
     },
     /// The broker answered `{"routed":false}`: the message was dropped.
-    #[error("the broker DROPPED the message: no queue is bound to exchange {exchange:?} in vhost {vhost:?} with routing key {routing_key:?}; bind a durable queue to it (see README, CloudAMQP set-up)")]
+    #[error(
+        "the broker DROPPED the message: no queue is bound to exchange {exchange:?} in vhost {vhost:?} with routing key {routing_key:?}; bind a durable queue to it (see README, CloudAMQP set-up)"
+    )]
     NotRouted {
         /// The exchange published to.
         exchange: String,
@@ -27,13 +31,17 @@ pub enum PublishError {
         routing_key: String,
     },
     /// 401: the credentials were refused.
-    #[error("the broker refused the credentials of user {user:?} (401); check AmqpAuthHeader is base64(\"<user>:<password>\") of a user with the management tag")]
+    #[error(
+        "the broker refused the credentials of user {user:?} (401); check AmqpAuthHeader is base64(\"<user>:<password>\") of a user with the management tag"
+    )]
     Unauthorized {
         /// The user named in the auth header.
         user: String,
     },
     /// 404: unknown vhost or exchange, or no permission on the vhost.
-    #[error("the broker does not know exchange {exchange:?} in vhost {vhost:?}, or the user may not use that vhost (404: {reason}); check AmqpEndpoint and declare the exchange")]
+    #[error(
+        "the broker does not know exchange {exchange:?} in vhost {vhost:?}, or the user may not use that vhost (404: {reason}); check AmqpEndpoint and declare the exchange"
+    )]
     NotFound {
         /// The exchange published to.
         exchange: String,
@@ -43,7 +51,7 @@ pub enum PublishError {
         reason: String,
     },
     /// Another 4xx: the broker rejected the request itself.
-    #[error("the broker rejected the publish ({status}: {reason}); if the queue has a length limit it may be full")]
+    #[error("the broker rejected the publish ({status}: {reason})")]
     Rejected {
         /// The HTTP status.
         status: u16,
@@ -59,7 +67,9 @@ pub enum PublishError {
         reason: String,
     },
     /// 200 without a `routed` verdict: not the RabbitMQ publish endpoint?
-    #[error("the endpoint answered 200 without a routed verdict; is AmqpEndpoint the RabbitMQ management API's .../publish URL?")]
+    #[error(
+        "the endpoint answered 200 without a routed verdict; is AmqpEndpoint the RabbitMQ management API's .../publish URL?"
+    )]
     UnexpectedAnswer,
     /// No answer within the attempt timeout (the confirm can hang).
     #[error("no answer from the broker within {0:?}")]
@@ -112,7 +122,10 @@ mod tests {
             routing_key: "webhook".into(),
         };
         let text = e.to_string();
-        assert!(text.contains("no queue is bound to exchange \"e-conomic.direct\""), "{text}");
+        assert!(
+            text.contains("no queue is bound to exchange \"e-conomic.direct\""),
+            "{text}"
+        );
         assert!(text.contains("routing key \"webhook\""), "{text}");
         assert!(!e.is_transient());
     }
@@ -121,8 +134,20 @@ mod tests {
     fn only_network_timeouts_and_server_errors_are_transient() {
         assert!(PublishError::Timeout(Duration::from_secs(1)).is_transient());
         assert!(PublishError::Transport("reset".into()).is_transient());
-        assert!(PublishError::Unavailable { status: 503, reason: String::new() }.is_transient());
+        assert!(
+            PublishError::Unavailable {
+                status: 503,
+                reason: String::new()
+            }
+            .is_transient()
+        );
         assert!(!PublishError::Unauthorized { user: "u".into() }.is_transient());
-        assert!(!PublishError::Rejected { status: 400, reason: String::new() }.is_transient());
+        assert!(
+            !PublishError::Rejected {
+                status: 400,
+                reason: String::new()
+            }
+            .is_transient()
+        );
     }
 }

@@ -112,7 +112,11 @@ mod tests {
     }
 
     fn build(webhook: &Webhook) -> Value {
-        let envelope = Envelope { routing_key: "webhook", app_id: "app", timestamp: 1_795_950_000 };
+        let envelope = Envelope {
+            routing_key: "webhook",
+            app_id: "app",
+            timestamp: 1_795_950_000,
+        };
         serde_json::from_slice(&publish_body(webhook, envelope)).unwrap()
     }
 

@@ -105,7 +105,10 @@ impl Publisher {
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let timeout = self.limits.attempt_timeout.min(deadline.saturating_duration_since(Instant::now()));
+            let timeout = self
+                .limits
+                .attempt_timeout
+                .min(deadline.saturating_duration_since(Instant::now()));
             let failure = match self.attempt(body.clone(), timeout).await {
                 Ok(()) => return Ok(Published { attempts }),
                 Err(failure) if failure.is_transient() => failure,

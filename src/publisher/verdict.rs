@@ -21,6 +21,11 @@ struct ErrorAnswer {
 /// Turns the endpoint's status and body into success or a typed failure.
 pub fn judge(status: StatusCode, answer: &[u8], broker: &BrokerSettings) -> Result<(), PublishError> {
     let endpoint = &broker.endpoint;
+    let not_found = || PublishError::NotFound {
+        exchange: endpoint.exchange.clone(),
+        vhost: endpoint.vhost.clone(),
+        reason: reason(answer),
+    };
     match status.as_u16() {
         200 | 201 => match serde_json::from_slice::<RoutedAnswer>(answer) {
             Ok(RoutedAnswer { routed: true }) => Ok(()),
@@ -31,12 +36,13 @@ pub fn judge(status: StatusCode, answer: &[u8], broker: &BrokerSettings) -> Resu
             }),
             Err(_) => Err(PublishError::UnexpectedAnswer),
         },
-        401 => Err(PublishError::Unauthorized { user: broker.user.clone() }),
-        404 => Err(PublishError::NotFound {
-            exchange: endpoint.exchange.clone(),
-            vhost: endpoint.vhost.clone(),
-            reason: reason(answer),
+        401 => Err(PublishError::Unauthorized {
+            user: broker.user.clone(),
         }),
+        // RabbitMQ 3.10 answers an unknown exchange with 400 and the channel
+        // error "404 NOT_FOUND - no exchange ..."; newer ones with 404.
+        404 => Err(not_found()),
+        400 if reason(answer).contains("NOT_FOUND") => Err(not_found()),
         429 | 500..=599 => Err(PublishError::Unavailable {
             status: status.as_u16(),
             reason: reason(answer),
@@ -57,14 +63,18 @@ fn reason(answer: &[u8]) -> String {
         None => String::from_utf8_lossy(answer).trim().to_owned(),
     };
     let text: String = text.chars().filter(|c| !c.is_control()).take(MAX_CHARS).collect();
-    if text.is_empty() { "no reason given".to_owned() } else { text }
+    if text.is_empty() {
+        "no reason given".to_owned()
+    } else {
+        text
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::settings::PublishEndpoint;
     use crate::secret::Secret;
+    use crate::settings::PublishEndpoint;
 
     fn broker() -> BrokerSettings {
         BrokerSettings {
@@ -97,7 +107,10 @@ mod tests {
 
     #[test]
     fn a_200_without_a_verdict_is_not_success() {
-        assert!(matches!(judge_answer(200, "<html>ok</html>"), Err(PublishError::UnexpectedAnswer)));
+        assert!(matches!(
+            judge_answer(200, "<html>ok</html>"),
+            Err(PublishError::UnexpectedAnswer)
+        ));
         assert!(matches!(judge_answer(200, ""), Err(PublishError::UnexpectedAnswer)));
     }
 
@@ -105,10 +118,28 @@ mod tests {
     fn statuses_map_to_their_failures() {
         assert!(matches!(judge_answer(401, ""), Err(PublishError::Unauthorized { .. })));
         assert!(matches!(judge_answer(404, ""), Err(PublishError::NotFound { .. })));
-        assert!(matches!(judge_answer(400, ""), Err(PublishError::Rejected { status: 400, .. })));
-        assert!(matches!(judge_answer(405, ""), Err(PublishError::Rejected { status: 405, .. })));
-        assert!(matches!(judge_answer(429, ""), Err(PublishError::Unavailable { status: 429, .. })));
-        assert!(matches!(judge_answer(503, ""), Err(PublishError::Unavailable { status: 503, .. })));
+        assert!(matches!(
+            judge_answer(400, ""),
+            Err(PublishError::Rejected { status: 400, .. })
+        ));
+        assert!(matches!(
+            judge_answer(405, ""),
+            Err(PublishError::Rejected { status: 405, .. })
+        ));
+        assert!(matches!(
+            judge_answer(429, ""),
+            Err(PublishError::Unavailable { status: 429, .. })
+        ));
+        assert!(matches!(
+            judge_answer(503, ""),
+            Err(PublishError::Unavailable { status: 503, .. })
+        ));
+    }
+
+    #[test]
+    fn a_400_carrying_a_not_found_channel_error_is_not_found() {
+        let answer = r#"{"error":"bad_request","reason":"404 NOT_FOUND - no exchange 'ex' in vhost '/'"}"#;
+        assert!(matches!(judge_answer(400, answer), Err(PublishError::NotFound { .. })));
     }
 
     #[test]

@@ -32,7 +32,10 @@ where
     B: Buf,
 {
     if method != Method::GET && method != Method::POST {
-        let failure = ForwardError::MethodNotAllowed { method: method.to_string(), allowed: ALLOWED_METHODS };
+        let failure = ForwardError::MethodNotAllowed {
+            method: method.to_string(),
+            allowed: ALLOWED_METHODS,
+        };
         return CallerReply::failed(&failure, None).into_response();
     }
     let message_id = webhook::message_id(headers.get(INVOCATION_ID_HEADER).and_then(|v| v.to_str().ok()));

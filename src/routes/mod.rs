@@ -81,7 +81,10 @@ fn raw_query() -> impl Filter<Extract = (String,), Error = Infallible> + Clone {
 
 async fn unmatched(rejection: Rejection) -> Result<warp::reply::Response, Infallible> {
     let (status, error) = if rejection.is_not_found() {
-        (StatusCode::NOT_FOUND, format!("no such path; webhooks go to {FORWARDING_PATH}"))
+        (
+            StatusCode::NOT_FOUND,
+            format!("no such path; webhooks go to {FORWARDING_PATH}"),
+        )
     } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
         (StatusCode::METHOD_NOT_ALLOWED, "method not allowed".to_owned())
     } else {

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use bytes::Buf;
 use futures_util::Stream;
-use warp::http::{HeaderMap, StatusCode};
 use warp::Reply;
+use warp::http::{HeaderMap, StatusCode};
 use warp::reply::Response;
 
 use super::body::read_limited;
@@ -27,7 +27,9 @@ where
     let json = match read_limited(body, forwarder.max_invocation_bytes()).await {
         Ok(json) => json,
         Err(ForwardError::BodyTooLarge { .. }) => {
-            let too_large = ForwardError::BodyTooLarge { limit: forwarder.max_body_bytes() };
+            let too_large = ForwardError::BodyTooLarge {
+                limit: forwarder.max_body_bytes(),
+            };
             return answer_host(StatusCode::OK, &too_large, invocation_id);
         }
         Err(unreadable) => return answer_host(StatusCode::BAD_REQUEST, &unreadable, invocation_id),

@@ -46,7 +46,11 @@ impl CallerReply {
     /// Any status with a JSON body.
     pub fn json(status: StatusCode, body: serde_json::Value) -> Self {
         let headers = BTreeMap::from([("Content-Type".to_owned(), "application/json".to_owned())]);
-        Self { status, headers, body: body.to_string() }
+        Self {
+            status,
+            headers,
+            body: body.to_string(),
+        }
     }
 
     /// The caller's status.
@@ -80,7 +84,10 @@ mod tests {
 
     #[test]
     fn overload_carries_retry_after() {
-        let error = ForwardError::Publish(PublishError::Overloaded { concurrency: 1, waited: Duration::from_secs(1) });
+        let error = ForwardError::Publish(PublishError::Overloaded {
+            concurrency: 1,
+            waited: Duration::from_secs(1),
+        });
         let response = CallerReply::failed(&error, Some("m1")).into_response();
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(response.headers()[header::RETRY_AFTER], "5");
@@ -89,7 +96,10 @@ mod tests {
 
     #[test]
     fn wrong_method_carries_allow() {
-        let error = ForwardError::MethodNotAllowed { method: "DELETE".into(), allowed: "GET, POST" };
+        let error = ForwardError::MethodNotAllowed {
+            method: "DELETE".into(),
+            allowed: "GET, POST",
+        };
         let response = CallerReply::failed(&error, None).into_response();
         assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
         assert_eq!(response.headers()[header::ALLOW], "GET, POST");

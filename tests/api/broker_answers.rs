@@ -1,0 +1,92 @@
+//! What the real broker answers when the topology or credentials are wrong:
+//! the caller gets a 5xx (so e-conomic retries) and the log says what to fix.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+
+use crate::helpers::{
+    MANAGEMENT, TestApp, Topology, assert_no_secret, caller_response, host_envelope, settings_for, with,
+};
+
+#[tokio::test]
+async fn an_unbound_exchange_drops_the_message_so_the_caller_gets_502() {
+    let topology = Topology::unbound().await;
+    let app = TestApp::for_topology(&topology, &[]).await;
+
+    let response = app.forward("/api/WebhookForwarder", "text/plain", b"dropped").await;
+
+    assert_eq!(response.status(), 502);
+    let output = app.output();
+    assert!(
+        output.contains(&format!("no queue is bound to exchange \"{}\"", topology.exchange)),
+        "{output}"
+    );
+    assert!(output.contains("routing key \"webhook\""), "{output}");
+}
+
+#[tokio::test]
+async fn routed_false_in_payload_mode_is_502_inside_with_the_reason_in_logs() {
+    let topology = Topology::unbound().await;
+    let app = TestApp::for_topology(&topology, &[]).await;
+    let envelope = host_envelope("POST", "", Some("text/plain"), b"dropped");
+
+    let answer: serde_json::Value = app.invoke("inv-unrouted", &envelope).await.json().await.unwrap();
+
+    assert_eq!(answer["Outputs"]["res"]["statusCode"], "502");
+    assert!(
+        answer["Logs"][0].as_str().unwrap().contains("no queue is bound"),
+        "{answer}"
+    );
+}
+
+#[tokio::test]
+async fn a_missing_exchange_is_502_and_names_it() {
+    let app = TestApp::start(&settings_for(&format!(
+        "{MANAGEMENT}/api/exchanges/%2F/no-such-exchange-{}/publish",
+        uuid::Uuid::new_v4().simple()
+    )))
+    .await;
+
+    let response = app.forward("/api/WebhookForwarder", "text/plain", b"x").await;
+
+    assert_eq!(response.status(), 502);
+    assert!(
+        app.output().contains("does not know exchange \"no-such-exchange-"),
+        "{}",
+        app.output()
+    );
+}
+
+#[tokio::test]
+async fn wrong_credentials_are_502_and_the_log_names_the_user_not_the_password() {
+    let topology = Topology::declare().await;
+    let password = "pw-Very-Secret-31337";
+    let auth = BASE64.encode(format!("forwarder-test:{password}"));
+    let settings = with(settings_for(&topology.endpoint()), &[("AmqpAuthHeader", &auth)]);
+    let app = TestApp::start(&settings).await;
+
+    let response = app.forward("/api/WebhookForwarder", "text/plain", b"x").await;
+    let status = response.status();
+    let body = response.text().await.unwrap();
+
+    assert_eq!(status, 502);
+    let output = app.output();
+    assert!(
+        output.contains("refused the credentials of user \"forwarder-test\""),
+        "{output}"
+    );
+    assert_no_secret(&output, &[password, &auth]);
+    assert_no_secret(&body, &[password, &auth]);
+}
+
+#[tokio::test]
+async fn a_caller_is_not_told_broker_details() {
+    let topology = Topology::unbound().await;
+    let app = TestApp::for_topology(&topology, &[]).await;
+    let envelope = host_envelope("POST", "", Some("text/plain"), b"x");
+
+    let (status, _, body) = caller_response(app.invoke("inv-details", &envelope).await).await;
+
+    assert_eq!(status, 502);
+    assert!(!body.to_string().contains(&topology.exchange), "{body}");
+}

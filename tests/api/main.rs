@@ -1,0 +1,14 @@
+//! Black-box tests: the real `handler` binary against the real RabbitMQ
+//! (stub endpoints only for faults a broker will not produce on demand).
+//! Run them with the README's test command, which brings the broker up.
+
+// Test code: a panic is a failed test.
+#![allow(clippy::unwrap_used)]
+
+mod broker_answers;
+mod faults;
+mod forwarding_mode;
+mod helpers;
+mod lifecycle;
+mod payload_mode;
+mod stub;
