@@ -78,8 +78,10 @@ async fn serve(
         .run();
     let mut server = std::pin::pin!(server);
     tokio::select! {
-        () = &mut server => return,
+        // Shutdown first when both are ready, so the outcome is always logged.
+        biased;
         _ = stopping_rx => {}
+        () = &mut server => return,
     }
     // Warp waits for every open connection; bound that so a hung request
     // cannot keep the process alive past the host's patience.
