@@ -5,11 +5,14 @@
 //! A webhook flows: [`routes`] (host protocol in [`host`]) -> [`webhook::Webhook`]
 //! -> [`forward::Forwarder`] -> [`publisher::Publisher`] -> RabbitMQ; failures
 //! become statuses in [`error`]. [`settings`] and [`startup`] set it up.
+//!
+//! The other half, [`relay`], drains the queue into the user's own endpoint.
 
 pub mod error;
 pub mod forward;
 pub mod host;
 pub mod publisher;
+pub mod relay;
 pub mod routes;
 pub mod secret;
 pub mod settings;

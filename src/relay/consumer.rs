@@ -1,0 +1,286 @@
+//! The AMQP side: connect, consume with prefetch equal to the concurrency and
+//! manual acknowledgements, give each delivery a task of its own, and when
+//! the connection drops, reconnect with backoff.
+//!
+//! Nothing is lost on the way: a message leaves the queue only when a task
+//! acknowledges it (delivered) or after its dead-letter copy was confirmed.
+//! When the connection drops, the broker requeues everything unacknowledged,
+//! so the tasks of the old connection are simply aborted (their acks could no
+//! longer arrive) and the messages come back on the new one.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use futures_util::StreamExt;
+use lapin::options::{
+    BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, ExchangeDeclareOptions, QueueDeclareOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
+use tracing::{error, info, warn};
+
+use super::RelayError;
+use super::dead_letter::{self, DeadLetters, is_not_found};
+use super::options::RelayOptions;
+use super::worker::{self, Shared};
+
+/// How long one connection attempt may take (TCP, TLS and the AMQP handshake).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long closing the connection may take at the end.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Consumer tag, shown in the management UI.
+const CONSUMER_TAG: &str = "webhook-relay";
+
+/// Consumes until `stop` fires. The first connection must succeed (a wrong
+/// URL, password or queue name is reported at once); after that, a lost
+/// connection is retried forever, with backoff.
+pub async fn consume(options: &RelayOptions, shared: Arc<Shared>, stop: CancellationToken) -> Result<(), RelayError> {
+    let mut session = Session::open(options, &shared).await?;
+    info!(
+        "consuming from queue {:?} at {} (prefetch {})",
+        options.queue, options.amqp_url, options.concurrency
+    );
+    loop {
+        let lost = match session.run(options, &shared, &stop).await {
+            Ended::Stopped => return Ok(()),
+            Ended::Lost(reason) => reason,
+        };
+        warn!("lost the connection to {}: {lost}; reconnecting", options.amqp_url);
+        let mut delays = reconnect_delays();
+        session = loop {
+            let delay = delays.next().unwrap_or(Duration::from_secs(5));
+            tokio::select! {
+                () = stop.cancelled() => return Ok(()),
+                () = tokio::time::sleep(delay) => {}
+            }
+            match Session::open(options, &shared).await {
+                Ok(session) => break session,
+                Err(e) => warn!("could not reconnect: {e}; trying again"),
+            }
+        };
+        info!(
+            "reconnected to {}; consuming from queue {:?} again",
+            options.amqp_url, options.queue
+        );
+    }
+}
+
+/// 200 ms doubling to 5 s, with jitter, forever: a broker restart takes
+/// seconds, and a relay that gave up would need a person to restart it.
+fn reconnect_delays() -> impl Iterator<Item = Duration> {
+    ExponentialBuilder::new()
+        .with_min_delay(Duration::from_millis(200))
+        .with_max_delay(Duration::from_secs(5))
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
+/// How a session ended.
+enum Ended {
+    /// `stop` fired; in-flight deliveries were drained.
+    Stopped,
+    /// The connection or channel failed.
+    Lost(String),
+}
+
+/// One connection, its consuming channel and its consumer.
+struct Session {
+    connection: Arc<Connection>,
+    channel: Channel,
+    consumer: lapin::Consumer,
+    dead_letters: Arc<DeadLetters>,
+}
+
+impl Session {
+    async fn open(options: &RelayOptions, shared: &Shared) -> Result<Self, RelayError> {
+        let url = &options.amqp_url;
+        let amqp = |source: lapin::Error| RelayError::Amqp {
+            url: url.redacted(),
+            source,
+        };
+        let properties = ConnectionProperties::default().with_connection_name("webhook-relay".into());
+        let uri = url.to_lapin()?;
+        let connection = match tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect_uri(uri, properties)).await {
+            Ok(Ok(connection)) => Arc::new(connection),
+            Ok(Err(source)) => return Err(amqp(source)),
+            Err(_) => {
+                return Err(RelayError::ConnectTimeout {
+                    url: url.redacted(),
+                    after: CONNECT_TIMEOUT,
+                });
+            }
+        };
+        let channel = connection.create_channel().await.map_err(amqp)?;
+        channel
+            .basic_qos(options.concurrency, BasicQosOptions::default())
+            .await
+            .map_err(amqp)?;
+        // Passive: the relay never creates the queue (a typo would otherwise
+        // make an empty queue nobody publishes to and wait there forever).
+        let queue = channel
+            .queue_declare(
+                options.queue.as_str().into(),
+                QueueDeclareOptions::default().passive(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|e| {
+                if is_not_found(&e) {
+                    RelayError::QueueMissing(options.queue.clone())
+                } else {
+                    amqp(e)
+                }
+            })?;
+        shared.counters.set_queue_depth(queue.message_count());
+        check_dead_letter_exchange(&connection, &options.queue).await;
+        let consumer = channel
+            .basic_consume(
+                options.queue.as_str().into(),
+                CONSUMER_TAG.into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(amqp)?;
+        let dead_letters = Arc::new(DeadLetters::new(connection.clone(), &options.queue));
+        Ok(Self {
+            connection,
+            channel,
+            consumer,
+            dead_letters,
+        })
+    }
+
+    /// Hands deliveries to tasks until the connection fails or `stop` fires.
+    async fn run(mut self, options: &RelayOptions, shared: &Arc<Shared>, stop: &CancellationToken) -> Ended {
+        let mut tasks = JoinSet::new();
+        let _depth = AbortOnDropHandle::new(tokio::spawn(poll_depth(
+            self.connection.clone(),
+            options.queue.clone(),
+            shared.clone(),
+            options.progress_interval,
+        )));
+        let ended = loop {
+            tokio::select! {
+                biased;
+                () = stop.cancelled() => break Ended::Stopped,
+                Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
+                    if let Err(e) = joined.map_err(|e| e.is_panic().then_some(e)) {
+                        error!("a delivery task panicked: {e:?}; its message returns to the queue when the channel closes");
+                    }
+                }
+                next = self.consumer.next() => match next {
+                    Some(Ok(delivery)) => {
+                        tasks.spawn(worker::relay(delivery, shared.clone(), self.dead_letters.clone(), stop.clone()));
+                    }
+                    Some(Err(e)) => break Ended::Lost(e.to_string()),
+                    None => break Ended::Lost("the broker cancelled the consumer (was the queue deleted?)".to_owned()),
+                },
+            }
+        };
+        match ended {
+            Ended::Lost(_) => {
+                // Their acks cannot arrive any more; the broker requeued their messages.
+                tasks.shutdown().await;
+            }
+            Ended::Stopped => self.drain(tasks, options.shutdown_grace).await,
+        }
+        self.close().await;
+        ended
+    }
+
+    /// Stops consuming, then lets the tasks finish: requests under way get
+    /// their answer and their ack, the rest go back to the queue.
+    async fn drain(&self, mut tasks: JoinSet<()>, grace: Duration) {
+        info!(
+            "stopping: no new deliveries; waiting up to {grace:?} for {} held message(s)",
+            tasks.len()
+        );
+        let cancel = self
+            .channel
+            .basic_cancel(CONSUMER_TAG.into(), BasicCancelOptions::default());
+        if let Ok(Err(e)) = tokio::time::timeout(CLOSE_TIMEOUT, cancel).await {
+            warn!("could not cancel the consumer: {e}");
+        }
+        let finished = tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
+        if finished.is_err() {
+            warn!(
+                "{} delivery(ies) did not finish within {grace:?}; closing the connection returns them to the queue",
+                tasks.len()
+            );
+            tasks.shutdown().await;
+        } else {
+            info!("every held message was acknowledged or returned to the queue");
+        }
+    }
+
+    /// Closing returns any message still unacknowledged to the queue.
+    async fn close(&self) {
+        let close = async {
+            let _ = self.channel.close(200, "relay stopping".into()).await;
+            let _ = self.connection.close(200, "relay stopping".into()).await;
+        };
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, close).await;
+    }
+}
+
+/// Warns at start-up when the dead-letter exchange is missing: the relay runs
+/// anyway, and keeps exhausted messages unacknowledged until it exists.
+async fn check_dead_letter_exchange(connection: &Connection, queue: &str) {
+    let exchange = dead_letter::exchange_for(queue);
+    // A failed passive declare closes its channel: use a throwaway one.
+    let Ok(channel) = connection.create_channel().await else {
+        return;
+    };
+    let declared = channel
+        .exchange_declare(
+            exchange.as_str().into(),
+            ExchangeKind::Fanout,
+            ExchangeDeclareOptions {
+                passive: true,
+                ..ExchangeDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await;
+    match declared {
+        Ok(()) => {
+            let _ = channel.close(200, "checked".into()).await;
+        }
+        Err(e) if is_not_found(&e) => warn!(
+            "the dead-letter exchange {exchange:?} does not exist: messages that use up their attempts will be \
+             kept unacknowledged until it does (`handler setup --dead-letter` creates it)"
+        ),
+        Err(e) => warn!("could not check the dead-letter exchange {exchange:?}: {e}"),
+    }
+}
+
+/// Reads the queue depth (ready messages) for the progress lines, over a
+/// channel of its own so a failed read cannot close the consuming channel.
+async fn poll_depth(connection: Arc<Connection>, queue: String, shared: Arc<Shared>, every: Duration) {
+    let mut channel: Option<Channel> = None;
+    let mut ticks = tokio::time::interval(every);
+    loop {
+        ticks.tick().await;
+        if channel.as_ref().is_none_or(|c| !c.status().connected()) {
+            channel = connection.create_channel().await.ok();
+        }
+        let Some(open) = channel.as_ref() else { continue };
+        let declared = open
+            .queue_declare(
+                queue.as_str().into(),
+                QueueDeclareOptions::default().passive(),
+                FieldTable::default(),
+            )
+            .await;
+        match declared {
+            Ok(q) => shared.counters.set_queue_depth(q.message_count()),
+            Err(_) => channel = None,
+        }
+    }
+}

@@ -1,0 +1,123 @@
+//! `handler relay`: the subscriber. Drains the queue the forwarder fills into
+//! the user's existing HTTP endpoint, at the pace it can take, losing nothing.
+//!
+//! A message flows: [`consumer`] (AMQP, reconnects) -> [`worker`] (one task
+//! per message) -> [`rate`] and the concurrency slots -> [`target`] (HTTP,
+//! request rebuilt by [`message`]) -> ack; or after failures [`retry`] ->
+//! [`dead_letter`]. [`progress`] prints what happened; [`options`] and
+//! [`amqp_url`] say what to do.
+
+pub mod amqp_url;
+pub mod consumer;
+pub mod dead_letter;
+pub mod message;
+pub mod options;
+pub mod progress;
+pub mod rate;
+pub mod retry;
+pub mod target;
+pub mod worker;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+pub use amqp_url::{AmqpUrl, AmqpUrlError};
+pub use options::{RelayArgs, RelayOptions};
+pub use progress::Snapshot;
+
+use progress::Counters;
+use rate::Pace;
+use retry::AttemptLog;
+use target::Target;
+use worker::Shared;
+
+/// Why the relay stopped with an error. Every variant prints the AMQP URL
+/// redacted.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    /// The `AmqpUrl` setting cannot be used.
+    #[error(transparent)]
+    AmqpUrl(#[from] AmqpUrlError),
+    /// The HTTP client for the target could not be built (TLS set-up).
+    #[error("could not build the HTTP client: {0}")]
+    Client(#[from] reqwest::Error),
+    /// The broker did not answer in time.
+    #[error("could not connect to {url}: no answer within {after:?}")]
+    ConnectTimeout {
+        /// The redacted URL.
+        url: String,
+        /// How long was waited.
+        after: Duration,
+    },
+    /// Connecting, authenticating or setting up the channel failed.
+    #[error("AMQP error with {url}: {source}")]
+    Amqp {
+        /// The redacted URL.
+        url: String,
+        /// What the client said.
+        source: lapin::Error,
+    },
+    /// The queue to drain does not exist.
+    #[error("the queue {0:?} does not exist on the broker: check --queue, or declare it (scripts/run-local does)")]
+    QueueMissing(String),
+}
+
+/// Runs the relay until `shutdown` resolves, then finishes in-flight
+/// deliveries and returns the final counts.
+pub async fn run(
+    options: RelayOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<Snapshot, RelayError> {
+    let concurrency = usize::from(options.concurrency);
+    let target = Target::new(options.target.clone(), options.timeout, concurrency)?;
+    info!(
+        "relaying queue {:?} to {} (concurrency {}, rate {}, max attempts {}, timeout {:?})",
+        options.queue,
+        target.redacted(),
+        options.concurrency,
+        options
+            .rate
+            .map_or_else(|| "unlimited".to_owned(), |r| format!("{}/s", r.per_second())),
+        options.retry.max_attempts,
+        options.timeout,
+    );
+    let shared = Arc::new(Shared {
+        target,
+        pace: Pace::new(options.rate),
+        slots: Semaphore::new(concurrency),
+        retry: options.retry.clone(),
+        attempts: AttemptLog::default(),
+        counters: Counters::default(),
+    });
+
+    let stop = CancellationToken::new();
+    let _signal = tokio_util::task::AbortOnDropHandle::new(tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            shutdown.await;
+            stop.cancel();
+        }
+    }));
+    let reporting = CancellationToken::new();
+    let reporter = tokio::spawn({
+        let (shared, reporting, every) = (shared.clone(), reporting.clone(), options.progress_interval);
+        async move { progress::report(&shared.counters, every, reporting).await }
+    });
+
+    let started = Instant::now();
+    let outcome = consumer::consume(&options, shared.clone(), stop).await;
+    reporting.cancel();
+    let _ = reporter.await;
+    let last = shared.counters.snapshot();
+    println!(
+        "{}",
+        progress::line("stopped", &last, &Snapshot::default(), started.elapsed())
+    );
+    outcome.map(|()| last)
+}

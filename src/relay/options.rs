@@ -1,0 +1,295 @@
+//! What `handler relay` is told: the command line, plus the `AmqpUrl` setting
+//! from the environment (a password does not belong on a command line, where
+//! `ps` shows it to every user of the machine).
+
+use std::time::Duration;
+
+use url::Url;
+
+use super::amqp_url::{self, AmqpUrl, AmqpUrlError};
+use super::retry::RetryPolicy;
+
+/// AMQP short strings hold 255 bytes and the dead-letter exchange name adds
+/// `.dead-letter` (12 bytes) to the queue's name.
+const MAX_QUEUE_NAME: usize = 255 - super::dead_letter::SUFFIX.len();
+
+/// `handler relay`: drain a queue into an HTTP endpoint at the pace it can take.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RelayArgs {
+    /// The endpoint every queued webhook is delivered to (http or https); the
+    /// webhook's own query string is appended to any query it already has.
+    #[arg(long, value_name = "URL", value_parser = parse_target)]
+    pub to: Url,
+    /// The queue to drain.
+    #[arg(long, value_name = "NAME", default_value = "e-conomic-webhooks", value_parser = parse_queue)]
+    pub queue: String,
+    /// Most deliveries in flight at once; also the AMQP prefetch, so it bounds
+    /// the messages this relay holds unacknowledged, backing-off ones included.
+    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
+    pub concurrency: u16,
+    /// Most requests per second sent to the target, retries included (a
+    /// decimal, e.g. 0.5 or 200); unlimited when absent.
+    #[arg(long, value_name = "PER_SECOND", value_parser = parse_rate)]
+    pub rate: Option<Rate>,
+    /// Attempts per message before it moves to the dead-letter queue.
+    #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_attempts: u32,
+    /// How long one request to the target may take before it counts as failed.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// Wait after a first failed attempt; doubles with every further failure.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+    pub retry_delay: Duration,
+    /// Longest wait between two attempts of one message.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub max_retry_delay: Duration,
+    /// How often a progress line is printed.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    pub progress_interval: Duration,
+    /// How long in-flight deliveries may take to finish after SIGTERM.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
+}
+
+/// A rate limit: requests per second, possibly fractional.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rate(f64);
+
+impl Rate {
+    /// A rate above 0 and at most a million a second (beyond it the limit is
+    /// meaningless and the period would round to zero); `None` otherwise.
+    pub fn new(per_second: f64) -> Option<Self> {
+        (per_second.is_finite() && per_second > 0.0 && per_second <= 1_000_000.0).then_some(Self(per_second))
+    }
+
+    /// Requests per second.
+    pub fn per_second(self) -> f64 {
+        self.0
+    }
+
+    /// The time between two request starts.
+    pub fn period(self) -> Duration {
+        Duration::from_secs_f64(1.0 / self.0)
+    }
+}
+
+/// Everything the relay needs, validated.
+#[derive(Debug, Clone)]
+pub struct RelayOptions {
+    /// Where to consume from.
+    pub amqp_url: AmqpUrl,
+    /// Where to deliver to.
+    pub target: Url,
+    /// The queue to drain.
+    pub queue: String,
+    /// Most deliveries in flight; the AMQP prefetch.
+    pub concurrency: u16,
+    /// Most request starts per second; `None` is unlimited.
+    pub rate: Option<Rate>,
+    /// When to retry, when to give up.
+    pub retry: RetryPolicy,
+    /// Timeout of one request to the target.
+    pub timeout: Duration,
+    /// Time between two progress lines.
+    pub progress_interval: Duration,
+    /// Time in-flight deliveries get after SIGTERM.
+    pub shutdown_grace: Duration,
+}
+
+/// Options that parse one by one but do not fit together, or a bad `AmqpUrl`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OptionsError {
+    /// `AmqpUrl` is missing or malformed.
+    #[error(transparent)]
+    AmqpUrl(#[from] AmqpUrlError),
+    /// `--max-retry-delay` is below `--retry-delay`.
+    #[error("--max-retry-delay ({max:?}) is shorter than --retry-delay ({first:?})")]
+    RetryDelays {
+        /// `--retry-delay`.
+        first: Duration,
+        /// `--max-retry-delay`.
+        max: Duration,
+    },
+}
+
+impl RelayOptions {
+    /// Combines the command line with the `AmqpUrl` setting read through `lookup`.
+    pub fn new(args: RelayArgs, lookup: impl Fn(&str) -> Option<String>) -> Result<Self, OptionsError> {
+        let amqp_url = AmqpUrl::parse(&lookup(amqp_url::SETTING).unwrap_or_default())?;
+        if args.max_retry_delay < args.retry_delay {
+            return Err(OptionsError::RetryDelays {
+                first: args.retry_delay,
+                max: args.max_retry_delay,
+            });
+        }
+        Ok(Self {
+            amqp_url,
+            target: args.to,
+            queue: args.queue,
+            concurrency: args.concurrency,
+            rate: args.rate,
+            retry: RetryPolicy {
+                max_attempts: args.max_attempts,
+                first_delay: args.retry_delay,
+                max_delay: args.max_retry_delay,
+            },
+            timeout: args.timeout,
+            progress_interval: args.progress_interval,
+            shutdown_grace: args.shutdown_grace,
+        })
+    }
+
+    /// Reads `AmqpUrl` from the process environment.
+    pub fn from_env(args: RelayArgs) -> Result<Self, OptionsError> {
+        Self::new(args, |name| std::env::var(name).ok())
+    }
+}
+
+fn parse_target(raw: &str) -> Result<Url, String> {
+    let url = Url::parse(raw).map_err(|e| format!("not a URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!("the scheme is {:?}; use http or https", url.scheme()));
+    }
+    if url.fragment().is_some() {
+        return Err("a URL with a #fragment cannot be requested".to_owned());
+    }
+    Ok(url)
+}
+
+fn parse_queue(raw: &str) -> Result<String, String> {
+    if raw.is_empty() {
+        return Err("the queue name is empty".to_owned());
+    }
+    if raw.len() > MAX_QUEUE_NAME {
+        return Err(format!(
+            "the queue name is {} bytes; at most {MAX_QUEUE_NAME} leave room for its dead-letter exchange's name",
+            raw.len()
+        ));
+    }
+    Ok(raw.to_owned())
+}
+
+fn parse_rate(raw: &str) -> Result<Rate, String> {
+    raw.parse()
+        .ok()
+        .and_then(Rate::new)
+        .ok_or_else(|| "write a number of requests per second above 0, e.g. 0.5 or 200".to_owned())
+}
+
+fn parse_duration(raw: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(raw) {
+        Ok(duration) if !duration.is_zero() => Ok(duration),
+        _ => Err("write a positive duration like 500ms, 10s or 1m".to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        relay: RelayArgs,
+    }
+
+    fn args(line: &[&str]) -> Result<RelayArgs, clap::Error> {
+        Cli::try_parse_from(std::iter::once("relay").chain(line.iter().copied())).map(|cli| cli.relay)
+    }
+
+    fn local(name: &str) -> Option<String> {
+        (name == "AmqpUrl").then(|| "amqp://guest:guest@127.0.0.1:5672/%2F".to_owned())
+    }
+
+    #[test]
+    fn defaults_fill_everything_but_the_target() {
+        let options = RelayOptions::new(args(&["--to", "http://127.0.0.1:9000/hook.php"]).unwrap(), local).unwrap();
+        assert_eq!(options.target.as_str(), "http://127.0.0.1:9000/hook.php");
+        assert_eq!(options.queue, "e-conomic-webhooks");
+        assert_eq!(options.concurrency, 4);
+        assert_eq!(options.rate, None);
+        assert_eq!(options.retry.max_attempts, 10);
+        assert_eq!(options.retry.first_delay, Duration::from_secs(1));
+        assert_eq!(options.retry.max_delay, Duration::from_secs(60));
+        assert_eq!(options.timeout, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn every_option_is_read() {
+        let line = [
+            "--to",
+            "https://example.com/hook?a=1",
+            "--queue",
+            "q1",
+            "--concurrency",
+            "16",
+            "--rate",
+            "0.5",
+            "--max-attempts",
+            "3",
+            "--timeout",
+            "2s",
+            "--retry-delay",
+            "100ms",
+            "--max-retry-delay",
+            "1s",
+            "--progress-interval",
+            "1s",
+            "--shutdown-grace",
+            "5s",
+        ];
+        let options = RelayOptions::new(args(&line).unwrap(), local).unwrap();
+        assert_eq!(options.queue, "q1");
+        assert_eq!(options.concurrency, 16);
+        assert_eq!(options.rate.unwrap().period(), Duration::from_secs(2));
+        assert_eq!(options.retry.max_attempts, 3);
+        assert_eq!(options.retry.first_delay, Duration::from_millis(100));
+        assert_eq!(options.timeout, Duration::from_secs(2));
+        assert_eq!(options.shutdown_grace, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn the_target_is_required_and_must_be_http() {
+        assert!(args(&[]).is_err());
+        let err = args(&["--to", "ftp://example.com/x"]).unwrap_err().to_string();
+        assert!(err.contains("use http or https"), "{err}");
+    }
+
+    #[test]
+    fn zero_concurrency_attempts_and_rate_are_refused() {
+        for bad in [
+            ["--concurrency", "0"],
+            ["--max-attempts", "0"],
+            ["--rate", "0"],
+            ["--rate", "-1"],
+            ["--rate", "NaN"],
+            ["--timeout", "0s"],
+        ] {
+            let line = [&["--to", "http://x/"][..], &bad[..]].concat();
+            assert!(args(&line).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn an_overlong_queue_name_is_refused() {
+        let long = "q".repeat(MAX_QUEUE_NAME + 1);
+        assert!(args(&["--to", "http://x/", "--queue", &long]).is_err());
+        let longest = "q".repeat(MAX_QUEUE_NAME);
+        assert!(args(&["--to", "http://x/", "--queue", &longest]).is_ok());
+    }
+
+    #[test]
+    fn a_missing_amqp_url_names_the_setting() {
+        let err = RelayOptions::new(args(&["--to", "http://x/"]).unwrap(), |_| None).unwrap_err();
+        assert_eq!(err, OptionsError::AmqpUrl(AmqpUrlError::Missing));
+        assert!(err.to_string().contains("AmqpUrl"));
+    }
+
+    #[test]
+    fn retry_delays_must_fit_together() {
+        let line = ["--to", "http://x/", "--retry-delay", "10s", "--max-retry-delay", "1s"];
+        let err = RelayOptions::new(args(&line).unwrap(), local).unwrap_err();
+        assert!(matches!(err, OptionsError::RetryDelays { .. }));
+    }
+}
