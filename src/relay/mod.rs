@@ -114,10 +114,12 @@ pub async fn run(
     let outcome = consumer::consume(&options, shared.clone(), stop).await;
     reporting.cancel();
     let _ = reporter.await;
+    // An error here means the first connection failed: nothing ran to report.
+    outcome?;
     let last = shared.counters.snapshot();
     println!(
         "{}",
         progress::line("stopped", &last, &Snapshot::default(), started.elapsed())
     );
-    outcome.map(|()| last)
+    Ok(last)
 }

@@ -1,0 +1,90 @@
+//! Start-up: what is wrong is said at once, naming the setting, never
+//! printing the password.
+
+use std::time::Duration;
+
+use tokio::io::AsyncReadExt;
+
+use crate::support::broker::{AMQP_URL, TestQueue};
+use crate::support::process::Handler;
+
+const WRONG_PASSWORD: &str = "hunter2-wrong-Pa55";
+
+async fn exits_with_failure(relay: &mut Handler) -> String {
+    let status = relay.wait_for_exit(Duration::from_secs(60)).await;
+    assert!(!status.success(), "exit {status}:\n{}", relay.output());
+    relay.output()
+}
+
+#[tokio::test]
+async fn a_wrong_password_fails_at_start_up_without_printing_it() {
+    let queue = TestQueue::with_dead_letter().await;
+    let url = format!("amqp://guest:{WRONG_PASSWORD}@127.0.0.1:5672/%2F");
+    // Debug logs, the AMQP client's included: none may carry the password.
+    let mut relay = Handler::spawn(
+        &["relay", "--queue", &queue.name, "--to", "http://127.0.0.1:9/"],
+        &[("AmqpUrl", &url)],
+        "debug",
+    );
+
+    let output = exits_with_failure(&mut relay).await;
+    assert!(
+        output.contains("stderr: error: AMQP error with amqp://guest:***@127.0.0.1:5672/%2F"),
+        "{output}"
+    );
+    assert!(!output.contains(WRONG_PASSWORD), "{output}");
+}
+
+#[tokio::test]
+async fn a_missing_queue_fails_at_start_up_naming_it() {
+    let mut relay = Handler::spawn(
+        &[
+            "relay",
+            "--queue",
+            "test-relay-no-such-queue",
+            "--to",
+            "http://127.0.0.1:9/",
+        ],
+        &[("AmqpUrl", AMQP_URL)],
+        "info",
+    );
+
+    let output = exits_with_failure(&mut relay).await;
+    assert!(
+        output.contains("stderr: error: the queue \"test-relay-no-such-queue\" does not exist"),
+        "{output}"
+    );
+}
+
+#[tokio::test]
+async fn a_missing_amqp_url_fails_naming_the_setting() {
+    let mut relay = Handler::spawn(&["relay", "--to", "http://127.0.0.1:9/"], &[], "info");
+
+    let output = exits_with_failure(&mut relay).await;
+    assert!(output.contains("stderr: error: setting AmqpUrl is missing"), "{output}");
+}
+
+#[tokio::test]
+async fn an_amqps_url_speaks_tls() {
+    // A listener standing in for CloudAMQP's port 5671: the first bytes the
+    // relay sends must be a TLS handshake, not AMQP's "AMQP\0\0\9\1".
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!(
+        "amqps://guest:{WRONG_PASSWORD}@127.0.0.1:{}/%2F",
+        listener.local_addr().unwrap().port()
+    );
+    let mut relay = Handler::spawn(&["relay", "--to", "http://127.0.0.1:9/"], &[("AmqpUrl", &url)], "debug");
+
+    let (mut stream, _) = tokio::time::timeout(Duration::from_secs(30), listener.accept())
+        .await
+        .expect("the relay connects")
+        .unwrap();
+    let mut first = [0u8; 3];
+    stream.read_exact(&mut first).await.unwrap();
+    drop(stream);
+
+    // A TLS record: handshake (22), protocol version 3.x.
+    assert_eq!(first[..2], [22, 3], "not a TLS ClientHello: {first:?}");
+    let output = exits_with_failure(&mut relay).await;
+    assert!(!output.contains(WRONG_PASSWORD), "{output}");
+}

@@ -1,0 +1,16 @@
+//! Black-box tests of `handler relay`: the real binary, the real local
+//! RabbitMQ, and a recording HTTP target in the test. The broker-restart test
+//! lives in its own binary (`tests/relay_restart.rs`) so that it never runs
+//! alongside these.
+
+// Test code: a panic is a failed test.
+#![allow(clippy::unwrap_used)]
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod config;
+mod delivery;
+mod failures;
+mod pace;
+mod shutdown;
