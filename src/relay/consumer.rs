@@ -103,7 +103,9 @@ impl Session {
             url: url.redacted(),
             source,
         };
-        let properties = ConnectionProperties::default().with_connection_name("webhook-relay".into());
+        // Named after the queue, so the management UI tells relays apart.
+        let name = format!("webhook-relay: {}", options.queue);
+        let properties = ConnectionProperties::default().with_connection_name(name.into());
         let uri = url.to_lapin()?;
         let connection = match tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect_uri(uri, properties)).await {
             Ok(Ok(connection)) => Arc::new(connection),

@@ -13,4 +13,5 @@ mod config;
 mod delivery;
 mod failures;
 mod pace;
+mod reconnect;
 mod shutdown;

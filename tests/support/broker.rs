@@ -262,3 +262,46 @@ async fn take_all(queue: &str) -> Vec<Taken> {
     connection.close(200, "done".into()).await.unwrap();
     taken
 }
+
+/// Closes, through the management API, every connection whose client named
+/// it `connection_name`, as a network failure or an operator would; waits
+/// (up to 30 s) for the broker's connection list to show one first.
+pub async fn close_connections_named(connection_name: &str) -> usize {
+    let client = reqwest::Client::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let listed: Vec<serde_json::Value> = client
+            .get("http://127.0.0.1:15672/api/connections?columns=name,user_provided_name")
+            .basic_auth("guest", Some("guest"))
+            .send()
+            .await
+            .expect("management API on 127.0.0.1:15672")
+            .json()
+            .await
+            .unwrap();
+        let names: Vec<&str> = listed
+            .iter()
+            .filter(|c| c["user_provided_name"] == connection_name)
+            .filter_map(|c| c["name"].as_str())
+            .collect();
+        for name in &names {
+            let encoded = percent_encoding::utf8_percent_encode(name, percent_encoding::NON_ALPHANUMERIC);
+            let response = client
+                .delete(format!("http://127.0.0.1:15672/api/connections/{encoded}"))
+                .basic_auth("guest", Some("guest"))
+                .header("X-Reason", "test: connection lost")
+                .send()
+                .await
+                .unwrap();
+            assert!(response.status().is_success(), "closing {name}: {}", response.status());
+        }
+        if !names.is_empty() {
+            return names.len();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no connection named {connection_name:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
