@@ -20,11 +20,12 @@ async fn exits_with_failure(relay: &mut Handler) -> String {
 async fn a_wrong_password_fails_at_start_up_without_printing_it() {
     let queue = TestQueue::with_dead_letter().await;
     let url = format!("amqp://guest:{WRONG_PASSWORD}@127.0.0.1:5672/%2F");
-    // Debug logs, the AMQP client's included: none may carry the password.
+    // Every log the AMQP client can write, frames included: none may carry
+    // the password.
     let mut relay = Handler::spawn(
         &["relay", "--queue", &queue.name, "--to", "http://127.0.0.1:9/"],
         &[("AmqpUrl", &url)],
-        "debug",
+        "trace",
     );
 
     let output = exits_with_failure(&mut relay).await;
