@@ -12,6 +12,7 @@ pub mod host;
 pub mod publisher;
 pub mod routes;
 pub mod secret;
+pub mod server;
 pub mod settings;
 pub mod startup;
 pub mod telemetry;
