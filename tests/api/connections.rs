@@ -38,12 +38,9 @@ async fn a_client_trickling_its_headers_is_cut_off() {
             break;
         }
         let mut probe = [0u8; 256];
-        match tokio::time::timeout(Duration::from_millis(200), stream.read(&mut probe)).await {
-            Ok(Ok(0) | Err(_)) => {
-                cut_off = true;
-                break;
-            }
-            Ok(Ok(_)) | Err(_) => {}
+        if let Ok(Ok(0) | Err(_)) = tokio::time::timeout(Duration::from_millis(200), stream.read(&mut probe)).await {
+            cut_off = true;
+            break;
         }
     }
 
