@@ -41,7 +41,31 @@ pub struct Topology {
 impl Topology {
     /// Declares a durable direct exchange and a durable queue bound with `webhook`.
     pub async fn declare() -> Self {
-        let topology = Self::unbound().await;
+        Self::bind(Self::unbound().await).await
+    }
+
+    /// Like [`Topology::declare`], but as the seed declares it: nothing
+    /// auto-deleted or expiring, so it survives a broker restart exactly as a
+    /// user's would. Call [`Topology::delete`] when done.
+    pub async fn declare_permanent() -> Self {
+        Self::bind(Self::create(false).await).await
+    }
+
+    /// Deletes the exchange and the queue.
+    pub async fn delete(&self) {
+        for path in [
+            format!("exchanges/%2F/{}", self.exchange),
+            format!("queues/%2F/{}", self.queue),
+        ] {
+            let _ = management()
+                .delete(format!("{MANAGEMENT}/api/{path}"))
+                .basic_auth("guest", Some("guest"))
+                .send()
+                .await;
+        }
+    }
+
+    async fn bind(topology: Self) -> Self {
         let url = format!(
             "{MANAGEMENT}/api/bindings/%2F/e/{}/q/{}",
             topology.exchange, topology.queue
@@ -59,6 +83,10 @@ impl Topology {
 
     /// Declares the exchange and the queue but no binding: publishes are not routed.
     pub async fn unbound() -> Self {
+        Self::create(true).await
+    }
+
+    async fn create(temporary: bool) -> Self {
         let id = uuid::Uuid::new_v4().simple().to_string();
         let topology = Self {
             exchange: format!("test-{id}.direct"),
@@ -70,7 +98,7 @@ impl Topology {
         let exchange = client
             .put(format!("{MANAGEMENT}/api/exchanges/%2F/{}", topology.exchange))
             .basic_auth("guest", Some("guest"))
-            .json(&json!({ "type": "direct", "durable": true, "auto_delete": true }))
+            .json(&json!({ "type": "direct", "durable": true, "auto_delete": temporary }))
             .send()
             .await
             .expect("management API reachable: run the README's test command, which enables it");
@@ -78,7 +106,11 @@ impl Topology {
         let queue = client
             .put(format!("{MANAGEMENT}/api/queues/%2F/{}", topology.queue))
             .basic_auth("guest", Some("guest"))
-            .json(&json!({ "durable": true, "arguments": { "x-expires": 600_000 } }))
+            .json(&if temporary {
+                json!({ "durable": true, "arguments": { "x-expires": 600_000 } })
+            } else {
+                json!({ "durable": true })
+            })
             .send()
             .await
             .unwrap();
