@@ -6,7 +6,6 @@
 // Test code: a panic is a failed test.
 #![allow(clippy::unwrap_used)]
 
-#[allow(dead_code)]
 #[path = "api/helpers.rs"]
 mod helpers;
 

@@ -1,6 +1,9 @@
 //! Test harness: start the real `handler` binary as the Functions host does,
 //! talk to it as the host does, and read what reached the real RabbitMQ.
 
+// Shared by the `api` and `broker_restart` test binaries; each uses a part.
+#![allow(dead_code)]
+
 use std::net::{SocketAddr, TcpListener};
 use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
