@@ -13,4 +13,5 @@ mod helpers;
 mod hostile;
 mod lifecycle;
 mod payload_mode;
+mod secrets;
 mod stub;
