@@ -14,4 +14,5 @@ mod hostile;
 mod lifecycle;
 mod payload_mode;
 mod secrets;
+mod source_checks;
 mod stub;
