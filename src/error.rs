@@ -125,7 +125,10 @@ mod tests {
             !not_routed.reason().contains("internal-exchange"),
             "the caller is not told broker names"
         );
-        let unauthorized = publish(PublishError::Unauthorized { user: "u".into() });
+        let unauthorized = publish(PublishError::Unauthorized {
+            user: "u".into(),
+            reason: "Login failed".into(),
+        });
         assert_eq!(unauthorized.status(), StatusCode::BAD_GATEWAY);
     }
 

@@ -18,7 +18,10 @@ use helpers::{TestApp, Topology};
 /// Webhooks in the burst; `RESTART_WEBHOOKS` raises it for the long run
 /// (`scripts/reliability`).
 fn webhooks() -> usize {
-    std::env::var("RESTART_WEBHOOKS").ok().and_then(|n| n.parse().ok()).unwrap_or(3000)
+    std::env::var("RESTART_WEBHOOKS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(3000)
 }
 const CONCURRENCY: usize = 32;
 
