@@ -8,6 +8,7 @@
 //!
 //! The other half, [`relay`], drains the queue into the user's own endpoint.
 
+pub mod admission;
 pub mod error;
 pub mod forward;
 pub mod host;
@@ -15,6 +16,7 @@ pub mod publisher;
 pub mod relay;
 pub mod routes;
 pub mod secret;
+pub mod server;
 pub mod settings;
 pub mod startup;
 pub mod telemetry;

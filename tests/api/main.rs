@@ -6,9 +6,13 @@
 #![allow(clippy::unwrap_used)]
 
 mod broker_answers;
+mod connections;
 mod faults;
 mod forwarding_mode;
 mod helpers;
+mod hostile;
 mod lifecycle;
 mod payload_mode;
+mod secrets;
+mod source_checks;
 mod stub;
