@@ -35,7 +35,9 @@ struct Arrivals {
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let handler = args.get(1).expect("usage: relay_bench <handler binary> [messages] [runs] [concurrency]");
+    let handler = args
+        .get(1)
+        .expect("usage: relay_bench <handler binary> [messages] [runs] [concurrency]");
     let arg = |i: usize, default: usize| args.get(i).map_or(default, |a| a.parse().unwrap());
     let (messages, runs, concurrency) = (arg(2, 20_000), arg(3, 5), arg(4, 64));
     println!("relay benchmark: {messages} messages per run, {runs} runs, --concurrency {concurrency}");
@@ -68,7 +70,15 @@ async fn one_run(handler: &str, messages: usize, concurrency: usize) -> f64 {
     let server = tokio::spawn(warp::serve(target).incoming(listener).run());
 
     let mut relay = tokio::process::Command::new(handler)
-        .args(["relay", "--queue", &queue, "--to", &to, "--concurrency", &concurrency.to_string()])
+        .args([
+            "relay",
+            "--queue",
+            &queue,
+            "--to",
+            &to,
+            "--concurrency",
+            &concurrency.to_string(),
+        ])
         .env("AmqpUrl", AMQP_URL)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
@@ -77,13 +87,19 @@ async fn one_run(handler: &str, messages: usize, concurrency: usize) -> f64 {
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(600);
     while arrivals.count.load(Ordering::Relaxed) < messages {
-        assert!(Instant::now() < deadline, "the relay did not deliver everything in 10 minutes");
+        assert!(
+            Instant::now() < deadline,
+            "the relay did not deliver everything in 10 minutes"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let (first, last) = arrivals.span.lock().unwrap().unwrap();
 
     let pid = relay.id().unwrap().to_string();
-    std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
     relay.wait().await.unwrap();
     server.abort();
     delete(&queue).await;

@@ -26,11 +26,18 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
-    telemetry::init();
-    match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => serve().await,
-        Command::Relay(args) => run_relay(*args).await,
+    match Cli::parse().command.unwrap_or(Command::Serve) {
+        Command::Serve => {
+            telemetry::init();
+            serve().await
+        }
+        Command::Relay(args) => {
+            // The AMQP client logs every closed channel as an error, even the
+            // relay's deliberate probes; each of its failures reaches the relay
+            // as a result, which logs it with context. RUST_LOG shows them all.
+            telemetry::init_with_default("info,lapin=off");
+            run_relay(*args).await
+        }
     }
 }
 

@@ -5,7 +5,13 @@ use tracing_subscriber::EnvFilter;
 
 /// Installs the subscriber once; `RUST_LOG` overrides the default `info`.
 pub fn init() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    init_with_default("info");
+}
+
+/// Installs the subscriber once; `RUST_LOG` overrides `default`, a filter
+/// like `info,lapin=off`.
+pub fn init_with_default(default: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stdout)

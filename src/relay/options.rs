@@ -15,6 +15,8 @@ const MAX_QUEUE_NAME: usize = 255 - super::dead_letter::SUFFIX.len();
 
 /// `handler relay`: drain a queue into an HTTP endpoint at the pace it can take.
 #[derive(Debug, Clone, clap::Args)]
+#[command(after_help = "The broker comes from the environment variable AmqpUrl, \
+    e.g. AmqpUrl='amqps://<user>:<password>@<host>/<vhost>' (locally amqp://guest:guest@127.0.0.1:5672/%2F).")]
 pub struct RelayArgs {
     /// The endpoint every queued webhook is delivered to (http or https); the
     /// webhook's own query string is appended to any query it already has.
