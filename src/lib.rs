@@ -6,6 +6,7 @@
 //! -> [`forward::Forwarder`] -> [`publisher::Publisher`] -> RabbitMQ; failures
 //! become statuses in [`error`]. [`settings`] and [`startup`] set it up.
 
+pub mod broker_http;
 pub mod error;
 pub mod forward;
 pub mod host;
