@@ -5,15 +5,23 @@
 //! A webhook flows: [`routes`] (host protocol in [`host`]) -> [`webhook::Webhook`]
 //! -> [`forward::Forwarder`] -> [`publisher::Publisher`] -> RabbitMQ; failures
 //! become statuses in [`error`]. [`settings`] and [`startup`] set it up.
+//!
+//! The executable's subcommands ([`cli`], one module each in [`commands`])
+//! also set up and check the queue [`topology`] through the broker's
+//! [`management`] API; [`broker_http`] is the HTTP configuration both share.
 
 pub mod broker_http;
+pub mod cli;
+pub mod commands;
 pub mod error;
 pub mod forward;
 pub mod host;
+pub mod management;
 pub mod publisher;
 pub mod routes;
 pub mod secret;
 pub mod settings;
 pub mod startup;
 pub mod telemetry;
+pub mod topology;
 pub mod webhook;

@@ -1,28 +1,29 @@
-//! The `handler` executable the Functions host starts.
+//! The `handler` executable: the Functions host starts it with no arguments
+//! (serve); operators run its other subcommands. This file only dispatches.
 
+use std::fmt::Display;
 use std::process::ExitCode;
 
-use webhook_forwarder::settings::Settings;
-use webhook_forwarder::{startup, telemetry};
+use clap::Parser;
+use webhook_forwarder::cli::{Cli, Command};
+use webhook_forwarder::{commands, telemetry};
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    let cli = Cli::parse();
     telemetry::init();
-    // Start-up failures go to stderr, which the host shows as Error logs. A
-    // non-zero code makes the host retry, then stop: better than a handler
-    // that answers but can publish nothing.
-    let settings = match Settings::from_env() {
-        Ok(settings) => settings,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match startup::bind(settings, startup::shutdown_signal()).await {
-        Ok((_addr, server)) => {
-            server.await;
-            ExitCode::SUCCESS
-        }
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => exit_code(commands::serve::run().await),
+        Command::Setup(args) => exit_code(commands::setup::run(args).await),
+        Command::Check(args) => exit_code(commands::check::run(args).await),
+        Command::AuthHeader => exit_code(commands::auth_header::run()),
+    }
+}
+
+/// Failures go to stderr, which the Functions host shows as Error logs.
+fn exit_code(result: Result<(), impl Display>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE
