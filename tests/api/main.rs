@@ -5,10 +5,14 @@
 // Test code: a panic is a failed test.
 #![allow(clippy::unwrap_used)]
 
+mod amqp_url;
 mod broker_answers;
+mod check;
+mod commands;
 mod faults;
 mod forwarding_mode;
 mod helpers;
 mod lifecycle;
 mod payload_mode;
+mod setup;
 mod stub;
