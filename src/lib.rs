@@ -20,6 +20,7 @@ pub mod management;
 pub mod publisher;
 pub mod routes;
 pub mod secret;
+pub mod server;
 pub mod settings;
 pub mod startup;
 pub mod telemetry;

@@ -13,6 +13,7 @@ use tracing::{info, warn};
 use crate::forward::Forwarder;
 use crate::publisher::{Publisher, PublisherBuildError};
 use crate::routes;
+use crate::server;
 use crate::settings::Settings;
 
 /// Why the handler could not start.
@@ -57,25 +58,36 @@ pub async fn bind(
         settings.broker.endpoint.url,
         settings.broker.routing_key
     );
-    Ok((addr, serve(listener, forwarder, shutdown, settings.shutdown_grace)))
+    let routes = routes::routes(forwarder);
+    Ok((
+        addr,
+        serve(
+            listener,
+            routes,
+            settings.header_read_timeout,
+            shutdown,
+            settings.shutdown_grace,
+        ),
+    ))
 }
 
-async fn serve(
+async fn serve<F, R>(
     listener: TcpListener,
-    forwarder: Arc<Forwarder>,
+    routes: F,
+    header_read_timeout: Duration,
     shutdown: impl Future<Output = ()> + Send + 'static,
     grace: Duration,
-) {
+) where
+    F: warp::Filter<Extract = (R,), Error = std::convert::Infallible> + Clone + Send + Sync + 'static,
+    R: warp::Reply,
+{
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel();
     let signal = async move {
         shutdown.await;
         info!("shutting down: no new requests; waiting up to {grace:?} for in-flight ones");
         let _ = stopping_tx.send(());
     };
-    let server = warp::serve(routes::routes(forwarder))
-        .incoming(listener)
-        .graceful(signal)
-        .run();
+    let server = server::serve(listener, routes, header_read_timeout, signal);
     let mut server = std::pin::pin!(server);
     tokio::select! {
         // Shutdown first when both are ready, so the outcome is always logged.
@@ -83,7 +95,7 @@ async fn serve(
         _ = stopping_rx => {}
         () = &mut server => return,
     }
-    // Warp waits for every open connection; bound that so a hung request
+    // The server waits for every open connection; bound that so a hung request
     // cannot keep the process alive past the host's patience.
     if tokio::time::timeout(grace, server).await.is_err() {
         warn!("in-flight requests did not finish within {grace:?}; exiting anyway");

@@ -82,12 +82,8 @@ impl InvocationRequest {
         serde_path_to_error::deserialize(&mut deserializer)
             .map_err(|e| {
                 let path = e.path().to_string();
-                let inner = e.into_inner();
-                InvocationError(if path == "." {
-                    inner.to_string()
-                } else {
-                    format!("{path}: {inner}")
-                })
+                let inner = without_quoted_values(&e.into_inner().to_string());
+                InvocationError(if path == "." { inner } else { format!("{path}: {inner}") })
             })
             .and_then(|request: Self| {
                 deserializer
@@ -161,6 +157,18 @@ impl QueryField {
         }
         query.finish()
     }
+}
+
+/// serde echoes a wrongly typed string value (`invalid type: string "..."`);
+/// that value could be the function key, so every quoted value is elided.
+fn without_quoted_values(message: &str) -> String {
+    let mut parts = message.split('"');
+    let mut out = parts.next().unwrap_or_default().to_owned();
+    while let (Some(_quoted), Some(rest)) = (parts.next(), parts.next()) {
+        out.push_str("\"…\"");
+        out.push_str(rest);
+    }
+    out
 }
 
 /// The host base64-encodes bodies of exactly these types; all others arrive as text.
@@ -338,6 +346,13 @@ mod tests {
             let err = parse(req(fields)).unwrap_err();
             assert!(err.0.starts_with(path), "{path}: {}", err.0);
         }
+    }
+
+    #[test]
+    fn a_wrongly_typed_string_is_not_echoed() {
+        let err = parse(req(json!({ "Method": "POST", "Headers": "code=SECRETKEY" }))).unwrap_err();
+        assert!(err.0.starts_with("Data.req.Headers: invalid type: string"), "{}", err.0);
+        assert!(!err.0.contains("SECRETKEY"), "{}", err.0);
     }
 
     #[test]

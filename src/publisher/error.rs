@@ -90,9 +90,15 @@ pub enum PublishError {
 }
 
 impl PublishError {
-    /// Whether another attempt may succeed: network trouble, timeouts, 5xx, 429.
+    /// Whether another attempt may succeed: network trouble, timeouts, 5xx,
+    /// 429, and "not found": while a restarted broker recovers its
+    /// definitions, its API answers that the exchange does not exist for a
+    /// few seconds (seen with RabbitMQ 3.10), and callers should wait that out.
     pub fn is_transient(&self) -> bool {
-        matches!(self, Self::Unavailable { .. } | Self::Timeout(_) | Self::Transport(_))
+        matches!(
+            self,
+            Self::Unavailable { .. } | Self::Timeout(_) | Self::Transport(_) | Self::NotFound { .. }
+        )
     }
 
     /// Describes a reqwest failure with its cause chain.
@@ -128,6 +134,14 @@ mod tests {
         assert!(
             PublishError::Unavailable {
                 status: 503,
+                reason: String::new()
+            }
+            .is_transient()
+        );
+        assert!(
+            PublishError::NotFound {
+                exchange: "x".into(),
+                vhost: "/".into(),
                 reason: String::new()
             }
             .is_transient()

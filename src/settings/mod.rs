@@ -36,6 +36,9 @@ pub struct Settings {
     pub limits: Limits,
     /// How long in-flight requests may take to finish after SIGTERM.
     pub shutdown_grace: Duration,
+    /// How long a connection may take to send a request's headers (or idle
+    /// between requests) before it is closed.
+    pub header_read_timeout: Duration,
 }
 
 /// Bounds that keep the handler's memory and waiting finite.
@@ -86,6 +89,7 @@ impl Settings {
             broker,
             limits,
             shutdown_grace: duration_or("ShutdownGrace", get("ShutdownGrace"), "10s")?,
+            header_read_timeout: duration_or("HeaderReadTimeout", get("HeaderReadTimeout"), "30s")?,
         })
     }
 }

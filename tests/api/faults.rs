@@ -1,7 +1,8 @@
 //! Faults from a stub endpoint: retries, deadlines, overload. Nothing is
 //! acknowledged to the caller that the endpoint did not confirm.
 
-use std::time::Duration;
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
 
 use crate::helpers::{TestApp, settings_for, with};
 use crate::stub::{Act, ROUTED, StubBroker};
@@ -137,5 +138,68 @@ async fn when_every_slot_is_busy_a_caller_gets_503_with_retry_after() {
         stub.received().len(),
         1,
         "the rejected webhook never reached the endpoint"
+    );
+}
+
+#[tokio::test]
+async fn under_intermittent_faults_every_200_was_confirmed_by_the_endpoint() {
+    let stub = StubBroker::cycling(vec![
+        Act::Answer(500, "{}"),
+        ROUTED,
+        Act::Answer(429, "{}"),
+        Act::Drop,
+        ROUTED,
+        Act::AnswerAfter(Duration::from_millis(50), 200, r#"{"routed":true}"#),
+        Act::Answer(502, "<html>bad gateway</html>"),
+    ])
+    .await;
+    let app = app_for(&stub, &[]).await;
+
+    let answers = futures_util::future::join_all((0..200).map(|i| {
+        let app = &app;
+        async move {
+            let body = format!("webhook {i}");
+            let response = app
+                .forward("/api/WebhookForwarder", "text/plain", body.as_bytes())
+                .await;
+            let status = response.status().as_u16();
+            let answer: serde_json::Value = response.json().await.unwrap();
+            (status, answer["message_id"].as_str().unwrap().to_owned())
+        }
+    }))
+    .await;
+
+    let confirmed: HashSet<String> = stub
+        .confirmed()
+        .iter()
+        .map(|b| b["properties"]["message_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        answers.iter().all(|(status, _)| *status == 200),
+        "every webhook got through the faults"
+    );
+    for (_, message_id) in &answers {
+        assert!(
+            confirmed.contains(message_id),
+            "200 for {message_id}, which the endpoint never confirmed"
+        );
+    }
+    assert!(stub.received().len() > 200, "faults were retried");
+}
+
+#[tokio::test]
+async fn a_hanging_endpoint_never_holds_a_caller_past_the_deadline() {
+    let stub = StubBroker::start(vec![], Act::Hang).await;
+    let app = app_for(&stub, &[("PublishAttemptTimeout", "400ms"), ("PublishDeadline", "1s")]).await;
+
+    let started = Instant::now();
+    let response = app.forward("/api/WebhookForwarder", "text/plain", b"x").await;
+    let waited = started.elapsed();
+
+    assert_eq!(response.status(), 503);
+    // A bound, not a speed test: the margin covers a loaded machine.
+    assert!(
+        waited < Duration::from_secs(6),
+        "held for {waited:?} with a 1 s deadline"
     );
 }

@@ -1,6 +1,9 @@
 //! Test harness: start the real `handler` binary as the Functions host does,
 //! talk to it as the host does, and read what reached the real RabbitMQ.
 
+// Shared by the `api` and `broker_restart` test binaries; each uses a part.
+#![allow(dead_code)]
+
 use std::net::{SocketAddr, TcpListener};
 use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
@@ -41,7 +44,31 @@ pub struct Topology {
 impl Topology {
     /// Declares a durable direct exchange and a durable queue bound with `webhook`.
     pub async fn declare() -> Self {
-        let topology = Self::unbound().await;
+        Self::bind(Self::unbound().await).await
+    }
+
+    /// Like [`Topology::declare`], but as the seed declares it: nothing
+    /// auto-deleted or expiring, so it survives a broker restart exactly as a
+    /// user's would. Call [`Topology::delete`] when done.
+    pub async fn declare_permanent() -> Self {
+        Self::bind(Self::create(false).await).await
+    }
+
+    /// Deletes the exchange and the queue.
+    pub async fn delete(&self) {
+        for path in [
+            format!("exchanges/%2F/{}", self.exchange),
+            format!("queues/%2F/{}", self.queue),
+        ] {
+            let _ = management()
+                .delete(format!("{MANAGEMENT}/api/{path}"))
+                .basic_auth("guest", Some("guest"))
+                .send()
+                .await;
+        }
+    }
+
+    async fn bind(topology: Self) -> Self {
         let url = format!(
             "{MANAGEMENT}/api/bindings/%2F/e/{}/q/{}",
             topology.exchange, topology.queue
@@ -59,6 +86,10 @@ impl Topology {
 
     /// Declares the exchange and the queue but no binding: publishes are not routed.
     pub async fn unbound() -> Self {
+        Self::create(true).await
+    }
+
+    async fn create(temporary: bool) -> Self {
         let id = uuid::Uuid::new_v4().simple().to_string();
         let topology = Self {
             exchange: format!("test-{id}.direct"),
@@ -70,7 +101,7 @@ impl Topology {
         let exchange = client
             .put(format!("{MANAGEMENT}/api/exchanges/%2F/{}", topology.exchange))
             .basic_auth("guest", Some("guest"))
-            .json(&json!({ "type": "direct", "durable": true, "auto_delete": true }))
+            .json(&json!({ "type": "direct", "durable": true, "auto_delete": temporary }))
             .send()
             .await
             .expect("management API reachable: run the README's test command, which enables it");
@@ -78,7 +109,11 @@ impl Topology {
         let queue = client
             .put(format!("{MANAGEMENT}/api/queues/%2F/{}", topology.queue))
             .basic_auth("guest", Some("guest"))
-            .json(&json!({ "durable": true, "arguments": { "x-expires": 600_000 } }))
+            .json(&if temporary {
+                json!({ "durable": true, "arguments": { "x-expires": 600_000 } })
+            } else {
+                json!({ "durable": true })
+            })
             .send()
             .await
             .unwrap();
@@ -284,6 +319,19 @@ impl TestApp {
     /// A plain request of any method (for routing tests).
     pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         self.client.request(method, self.url(path))
+    }
+
+    /// Peak resident memory of the process so far (VmHWM), in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        let pid = self.child.id().expect("still running");
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let line = status.lines().find_map(|l| l.strip_prefix("VmHWM:")).unwrap();
+        line.trim().trim_end_matches("kB").trim().parse().unwrap()
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
     }
 
     /// Sends SIGTERM, as the host or a container runtime does.

@@ -30,22 +30,66 @@ pub const ROUTED: Act = Act::Answer(200, r#"{"routed":true}"#);
 pub struct StubBroker {
     addr: SocketAddr,
     received: Arc<Mutex<Vec<Value>>>,
+    confirmed: Arc<Mutex<Vec<Value>>>,
+}
+
+/// What the stub's connections share.
+#[derive(Clone)]
+struct Shared {
+    script: Arc<Mutex<VecDeque<Act>>>,
+    then: Act,
+    /// When set, the script repeats forever instead of falling through to `then`.
+    cycle: bool,
+    received: Arc<Mutex<Vec<Value>>>,
+    confirmed: Arc<Mutex<Vec<Value>>>,
+}
+
+impl Shared {
+    fn next_act(&self) -> Act {
+        let mut script = self.script.lock().unwrap();
+        match script.pop_front() {
+            Some(act) if self.cycle => {
+                script.push_back(act);
+                act
+            }
+            Some(act) => act,
+            None => self.then,
+        }
+    }
 }
 
 impl StubBroker {
-    /// Starts the stub on a free port.
+    /// Starts the stub on a free port: `acts` in order, then always `then`.
     pub async fn start(acts: Vec<Act>, then: Act) -> Self {
+        Self::launch(acts, then, false).await
+    }
+
+    /// Starts the stub repeating `acts` over and over.
+    pub async fn cycling(acts: Vec<Act>) -> Self {
+        Self::launch(acts, ROUTED, true).await
+    }
+
+    async fn launch(acts: Vec<Act>, then: Act, cycle: bool) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let received = Arc::new(Mutex::new(Vec::new()));
-        let script = Arc::new(Mutex::new(VecDeque::from(acts)));
-        let log = received.clone();
+        let shared = Shared {
+            script: Arc::new(Mutex::new(VecDeque::from(acts))),
+            then,
+            cycle,
+            received: Arc::new(Mutex::new(Vec::new())),
+            confirmed: Arc::new(Mutex::new(Vec::new())),
+        };
+        let (received, confirmed) = (shared.received.clone(), shared.confirmed.clone());
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                tokio::spawn(serve(stream, script.clone(), then, log.clone()));
+                tokio::spawn(serve(stream, shared.clone()));
             }
         });
-        Self { addr, received }
+        Self {
+            addr,
+            received,
+            confirmed,
+        }
     }
 
     /// The publish URL to give the handler.
@@ -57,17 +101,21 @@ impl StubBroker {
     pub fn received(&self) -> Vec<Value> {
         self.received.lock().unwrap().clone()
     }
+
+    /// The publish bodies the stub answered `{"routed":true}`.
+    pub fn confirmed(&self) -> Vec<Value> {
+        self.confirmed.lock().unwrap().clone()
+    }
 }
 
-async fn serve(mut stream: TcpStream, script: Arc<Mutex<VecDeque<Act>>>, then: Act, log: Arc<Mutex<Vec<Value>>>) {
+async fn serve(mut stream: TcpStream, shared: Shared) {
     loop {
         let Some(body) = read_request(&mut stream).await else {
             return;
         };
-        log.lock()
-            .unwrap()
-            .push(serde_json::from_slice(&body).unwrap_or(Value::Null));
-        let act = script.lock().unwrap().pop_front().unwrap_or(then);
+        let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        shared.received.lock().unwrap().push(body.clone());
+        let act = shared.next_act();
         let (status, answer) = match act {
             Act::Answer(status, answer) => (status, answer),
             Act::AnswerAfter(delay, status, answer) => {
@@ -87,6 +135,9 @@ async fn serve(mut stream: TcpStream, script: Arc<Mutex<VecDeque<Act>>>, then: A
         );
         if stream.write_all(response.as_bytes()).await.is_err() {
             return;
+        }
+        if status == 200 && answer == r#"{"routed":true}"# {
+            shared.confirmed.lock().unwrap().push(body);
         }
     }
 }
