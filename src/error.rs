@@ -31,6 +31,9 @@ pub enum ForwardError {
         /// The methods the route takes, for the `Allow` header.
         allowed: &'static str,
     },
+    /// A source check refused the request.
+    #[error("the request was refused: {0}")]
+    Forbidden(#[from] crate::admission::Refusal),
     /// The host's invocation JSON is malformed.
     #[error("the invocation request is malformed: {0}")]
     BadInvocation(String),
@@ -45,6 +48,7 @@ impl ForwardError {
         match self {
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::BodyUnreadable(_) | Self::BadInvocation(_) => StatusCode::BAD_REQUEST,
             Self::Publish(_) if self.retry_after().is_some() => StatusCode::SERVICE_UNAVAILABLE,
             Self::Publish(_) => StatusCode::BAD_GATEWAY,
@@ -68,6 +72,8 @@ impl ForwardError {
             Self::BodyTooLarge { limit } => format!("request body over the {limit}-byte limit"),
             Self::BodyUnreadable(_) => "request body could not be read".to_owned(),
             Self::MethodNotAllowed { .. } => self.to_string(),
+            // Which check failed is for the log: no hints to a prober.
+            Self::Forbidden(_) => "request not allowed".to_owned(),
             Self::BadInvocation(detail) => format!("malformed invocation request: {detail}"),
             Self::Publish(PublishError::Overloaded { .. }) => "too many webhooks at once; retry later".to_owned(),
             Self::Publish(_) if self.retry_after().is_some() => "the queue is unavailable; retry later".to_owned(),
@@ -119,7 +125,10 @@ mod tests {
             !not_routed.reason().contains("internal-exchange"),
             "the caller is not told broker names"
         );
-        let unauthorized = publish(PublishError::Unauthorized { user: "u".into() });
+        let unauthorized = publish(PublishError::Unauthorized {
+            user: "u".into(),
+            reason: "Login failed".into(),
+        });
         assert_eq!(unauthorized.status(), StatusCode::BAD_GATEWAY);
     }
 

@@ -10,6 +10,7 @@
 //! also set up and check the queue [`topology`] through the broker's
 //! [`management`] API; [`broker_http`] is the HTTP configuration both share.
 
+pub mod admission;
 pub mod broker_http;
 pub mod cli;
 pub mod commands;

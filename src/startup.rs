@@ -50,7 +50,11 @@ pub async fn bind(
         source,
     })?;
     let publisher = Publisher::new(settings.broker.clone(), settings.limits.clone())?;
-    let forwarder = Arc::new(Forwarder::new(publisher, settings.limits.max_body_bytes.get()));
+    let forwarder = Arc::new(Forwarder::new(
+        publisher,
+        settings.limits.max_body_bytes.get(),
+        settings.admission.clone(),
+    ));
     info!(
         "listening on http://{addr}; publishing to exchange {:?} (vhost {:?}) at {} with routing key {:?}",
         settings.broker.endpoint.exchange,

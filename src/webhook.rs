@@ -21,9 +21,12 @@ pub struct Webhook {
 }
 
 /// Picks the message id: the invocation id when the host gave one, else a fresh UUID.
+///
+/// An id that could not be an AMQP `message_id` (over 255 bytes) or that
+/// holds control characters is not trusted: standalone, anyone can send it.
 pub fn message_id(invocation_id: Option<&str>) -> String {
     match invocation_id.map(str::trim) {
-        Some(id) if !id.is_empty() => id.to_owned(),
+        Some(id) if !id.is_empty() && id.len() <= 128 && !id.chars().any(char::is_control) => id.to_owned(),
         _ => uuid::Uuid::new_v4().to_string(),
     }
 }
@@ -31,17 +34,23 @@ pub fn message_id(invocation_id: Option<&str>) -> String {
 /// Removes every `code=` pair from a raw query string, keeping the other pairs
 /// exactly as they were encoded (legacy webhooks may carry their data there).
 pub fn strip_function_key(query: &str) -> String {
+    strip_param(query, FUNCTION_KEY_PARAM)
+}
+
+/// Removes every pair named `name` from a raw query string (and empty
+/// pairs), keeping the others exactly as they were encoded.
+pub fn strip_param(query: &str, name: &str) -> String {
     query
         .split('&')
-        .filter(|pair| !pair.is_empty() && !is_function_key(pair))
+        .filter(|pair| !pair.is_empty() && !has_key(pair, name))
         .collect::<Vec<_>>()
         .join("&")
 }
 
-fn is_function_key(pair: &str) -> bool {
+fn has_key(pair: &str, name: &str) -> bool {
     let key = pair.split_once('=').map_or(pair, |(key, _)| key);
     // The key may itself be percent-encoded (`%63ode`); compare it decoded.
-    percent_encoding::percent_decode_str(&key.replace('+', " ")).decode_utf8_lossy() == FUNCTION_KEY_PARAM
+    percent_encoding::percent_decode_str(&key.replace('+', " ")).decode_utf8_lossy() == name
 }
 
 #[cfg(test)]
@@ -82,6 +91,8 @@ mod tests {
         assert_eq!(message_id(Some("abc")), "abc");
         let fresh = message_id(Some(" "));
         assert!(uuid::Uuid::parse_str(&fresh).is_ok());
+        assert!(uuid::Uuid::parse_str(&message_id(Some(&"x".repeat(300)))).is_ok());
+        assert!(uuid::Uuid::parse_str(&message_id(Some("a\u{0}b"))).is_ok());
         assert_ne!(message_id(None), message_id(None));
     }
 }

@@ -32,9 +32,21 @@ pub enum PublishError {
     },
     /// 401: the credentials were refused.
     #[error(
-        "the broker refused the credentials of user {user:?} (401); check AmqpAuthHeader is base64(\"<user>:<password>\") of a user with the management tag"
+        "the broker refused the credentials of user {user:?} (401: {reason}); check AmqpAuthHeader is base64(\"<user>:<password>\") of a user with the management tag"
     )]
     Unauthorized {
+        /// The user named in the auth header.
+        user: String,
+        /// The broker's reason ("Login failed", "Not management user").
+        reason: String,
+    },
+    /// 401 "Access refused.": the login worked but the broker would not open
+    /// the connection it publishes on, as when the vhost's connection limit
+    /// is reached (seen with RabbitMQ 3.10); worth retrying.
+    #[error(
+        "the broker refused a connection for user {user:?} (401: Access refused.): the vhost's connection limit is probably reached (CloudAMQP's free plan allows 20); lower PublishConcurrency"
+    )]
+    ConnectionRefused {
         /// The user named in the auth header.
         user: String,
     },
@@ -97,7 +109,11 @@ impl PublishError {
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            Self::Unavailable { .. } | Self::Timeout(_) | Self::Transport(_) | Self::NotFound { .. }
+            Self::Unavailable { .. }
+                | Self::Timeout(_)
+                | Self::Transport(_)
+                | Self::NotFound { .. }
+                | Self::ConnectionRefused { .. }
         )
     }
 
@@ -146,7 +162,14 @@ mod tests {
             }
             .is_transient()
         );
-        assert!(!PublishError::Unauthorized { user: "u".into() }.is_transient());
+        assert!(PublishError::ConnectionRefused { user: "u".into() }.is_transient());
+        assert!(
+            !PublishError::Unauthorized {
+                user: "u".into(),
+                reason: String::new()
+            }
+            .is_transient()
+        );
         assert!(
             !PublishError::Rejected {
                 status: 400,

@@ -31,8 +31,14 @@ pub fn judge(status: StatusCode, answer: &[u8], broker: &BrokerSettings) -> Resu
             }),
             Err(_) => Err(PublishError::UnexpectedAnswer),
         },
+        // RabbitMQ 3.10 says "Access refused." when a vhost's connection
+        // limit stops the connection it publishes on: not a credentials problem.
+        401 if reason(answer).contains("Access refused") => Err(PublishError::ConnectionRefused {
+            user: broker.user.clone(),
+        }),
         401 => Err(PublishError::Unauthorized {
             user: broker.user.clone(),
+            reason: reason(answer),
         }),
         // RabbitMQ 3.10 answers an unknown exchange with 400 and the channel
         // error "404 NOT_FOUND - no exchange ..."; newer ones with 404.
@@ -112,6 +118,20 @@ mod tests {
         assert!(matches!(
             judge_answer(503, ""),
             Err(PublishError::Unavailable { status: 503, .. })
+        ));
+    }
+
+    #[test]
+    fn a_401_access_refused_is_a_connection_limit_not_bad_credentials() {
+        let answer = r#"{"error":"not_authorised","reason":"Access refused."}"#;
+        assert!(matches!(
+            judge_answer(401, answer),
+            Err(PublishError::ConnectionRefused { .. })
+        ));
+        let answer = r#"{"error":"not_authorized","reason":"Login failed"}"#;
+        assert!(matches!(
+            judge_answer(401, answer),
+            Err(PublishError::Unauthorized { .. })
         ));
     }
 

@@ -11,9 +11,11 @@ use warp::reply::Response;
 
 use super::body::read_limited;
 use super::reply::CallerReply;
+use crate::admission::{Caller, SECRET_HEADER};
 use crate::error::ForwardError;
 use crate::forward::Forwarder;
 use crate::host::INVOCATION_ID_HEADER;
+use crate::server::PeerAddr;
 use crate::webhook::{self, Webhook};
 
 /// Methods e-conomic uses (the function.json allows the same two).
@@ -25,6 +27,7 @@ pub async fn forward<S, B>(
     method: Method,
     raw_query: String,
     headers: HeaderMap,
+    peer: Option<PeerAddr>,
     body: S,
 ) -> Response
 where
@@ -56,7 +59,14 @@ where
         query: webhook::strip_function_key(&raw_query),
         body,
     };
-    match forwarder.forward(&webhook).await.0 {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let caller = Caller {
+        forwarded_for: header("x-forwarded-for"),
+        peer: peer.map(|PeerAddr(addr)| addr.ip()),
+        secret_header: header(SECRET_HEADER),
+        query: &webhook.query,
+    };
+    match forwarder.forward(&webhook, &caller).await.0 {
         Ok(_) => CallerReply::queued(&webhook.message_id),
         Err(failure) => CallerReply::failed(&failure, Some(&webhook.message_id)),
     }

@@ -56,6 +56,7 @@ fn forwarding_mode(forwarder: Arc<Forwarder>) -> impl Filter<Extract = (impl Rep
         .and(warp::method())
         .and(raw_query())
         .and(warp::header::headers_cloned())
+        .and(warp::ext::optional::<crate::server::PeerAddr>())
         .and(warp::body::stream())
         .then(forwarding::forward)
 }

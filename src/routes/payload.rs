@@ -12,6 +12,7 @@ use warp::reply::Response;
 
 use super::body::read_limited;
 use super::reply::CallerReply;
+use crate::admission::{Caller, SECRET_HEADER};
 use crate::error::ForwardError;
 use crate::forward::Forwarder;
 use crate::host::INVOCATION_ID_HEADER;
@@ -34,15 +35,28 @@ where
         }
         Err(unreadable) => return answer_host(StatusCode::BAD_REQUEST, &unreadable, invocation_id),
     };
-    let parsed = InvocationRequest::parse(&json).and_then(|request| request.data.req.into_webhook(invocation_id));
-    let webhook = match parsed {
-        Ok(webhook) => webhook,
+    let parsed = InvocationRequest::parse(&json).and_then(|request| {
+        let request = request.data.req;
+        // Read before the request is consumed: the source checks need them.
+        let forwarded_for = request.header("x-forwarded-for").map(str::to_owned);
+        let secret_header = request.header(SECRET_HEADER).map(str::to_owned);
+        Ok((request.into_webhook(invocation_id)?, forwarded_for, secret_header))
+    });
+    let (webhook, forwarded_for, secret_header) = match parsed {
+        Ok(parsed) => parsed,
         Err(malformed) => {
             let malformed = ForwardError::BadInvocation(malformed.0);
             return answer_host(StatusCode::BAD_REQUEST, &malformed, invocation_id);
         }
     };
-    let (result, log_line) = forwarder.forward(&webhook).await;
+    let caller = Caller {
+        forwarded_for: forwarded_for.as_deref(),
+        // The TCP peer is the host itself; the client is in X-Forwarded-For.
+        peer: None,
+        secret_header: secret_header.as_deref(),
+        query: &webhook.query,
+    };
+    let (result, log_line) = forwarder.forward(&webhook, &caller).await;
     let reply = match result {
         Ok(_) => CallerReply::queued(&webhook.message_id),
         Err(failure) => CallerReply::failed(&failure, Some(&webhook.message_id)),

@@ -18,6 +18,9 @@ use std::time::Duration;
 pub use broker::{BrokerSettings, PublishEndpoint};
 pub use error::SettingsError;
 
+use crate::admission::{self, Admission};
+use crate::secret::Secret;
+
 /// Port used when no Functions host says otherwise (standalone, container, VM).
 pub const STANDALONE_DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 
@@ -39,6 +42,8 @@ pub struct Settings {
     /// How long a connection may take to send a request's headers (or idle
     /// between requests) before it is closed.
     pub header_read_timeout: Duration,
+    /// Optional source checks (allow-list, shared secret); off by default.
+    pub admission: Admission,
 }
 
 /// Bounds that keep the handler's memory and waiting finite.
@@ -90,6 +95,17 @@ impl Settings {
             limits,
             shutdown_grace: duration_or("ShutdownGrace", get("ShutdownGrace"), "10s")?,
             header_read_timeout: duration_or("HeaderReadTimeout", get("HeaderReadTimeout"), "30s")?,
+            admission: Admission {
+                allowed_networks: get("AllowedSourceNetworks")
+                    .map(|raw| admission::parse_networks(&raw))
+                    .transpose()
+                    .map_err(|problem| SettingsError::Invalid {
+                        name: "AllowedSourceNetworks",
+                        problem,
+                        hint: "list addresses or networks separated by commas, e.g. e-conomic,10.0.0.0/8",
+                    })?,
+                shared_secret: get("WebhookSecret").map(Secret::new),
+            },
         })
     }
 }
@@ -220,6 +236,19 @@ mod tests {
     #[test]
     fn a_bad_host_port_is_named() {
         assert!(error_for(&[("FUNCTIONS_CUSTOMHANDLER_PORT", "http")]).contains("FUNCTIONS_CUSTOMHANDLER_PORT"));
+    }
+
+    #[test]
+    fn source_checks_are_off_unless_configured() {
+        assert!(!settings(&[]).unwrap().admission.is_enabled());
+        let s = settings(&[
+            ("AllowedSourceNetworks", "e-conomic, 10.0.0.0/8"),
+            ("WebhookSecret", "w"),
+        ])
+        .unwrap();
+        assert_eq!(s.admission.allowed_networks.unwrap().len(), 7);
+        assert_eq!(s.admission.shared_secret.unwrap().expose(), "w");
+        assert!(error_for(&[("AllowedSourceNetworks", "x.y")]).contains("AllowedSourceNetworks is invalid"));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use serde_json::json;
 
 use crate::helpers::{
     MANAGEMENT, TestApp, Topology, assert_no_secret, caller_response, host_envelope, settings_for, with,
@@ -91,4 +92,105 @@ async fn a_caller_is_not_told_broker_details() {
 
     assert_eq!(status, 502);
     assert!(!body.to_string().contains(&topology.exchange), "{body}");
+}
+
+#[tokio::test]
+async fn a_vhost_connection_limit_is_waited_out_not_reported_as_bad_credentials() {
+    // The HTTP publish opens a connection inside the broker per request, so a
+    // vhost connection limit (CloudAMQP's free plan has one) refuses some with
+    // 401 "Access refused." under a burst.
+    let vhost = format!("limited-{}", uuid::Uuid::new_v4().simple());
+    let api = |path: String| format!("{MANAGEMENT}/api/{path}");
+    let client = reqwest::Client::new();
+    let put = |path: String, body: serde_json::Value| {
+        client
+            .put(api(path))
+            .basic_auth("guest", Some("guest"))
+            .json(&body)
+            .send()
+    };
+    assert!(
+        put(format!("vhosts/{vhost}"), json!({}))
+            .await
+            .unwrap()
+            .status()
+            .is_success()
+    );
+    assert!(
+        put(
+            format!("permissions/{vhost}/guest"),
+            json!({ "configure": ".*", "write": ".*", "read": ".*" })
+        )
+        .await
+        .unwrap()
+        .status()
+        .is_success()
+    );
+    assert!(
+        put(format!("vhost-limits/{vhost}/max-connections"), json!({ "value": 1 }))
+            .await
+            .unwrap()
+            .status()
+            .is_success()
+    );
+    assert!(
+        put(
+            format!("exchanges/{vhost}/ex"),
+            json!({ "type": "direct", "durable": true })
+        )
+        .await
+        .unwrap()
+        .status()
+        .is_success()
+    );
+    assert!(
+        put(format!("queues/{vhost}/q"), json!({ "durable": true }))
+            .await
+            .unwrap()
+            .status()
+            .is_success()
+    );
+    let bound = client
+        .post(api(format!("bindings/{vhost}/e/ex/q/q")))
+        .basic_auth("guest", Some("guest"))
+        .json(&json!({ "routing_key": "webhook" }))
+        .send()
+        .await
+        .unwrap();
+    assert!(bound.status().is_success());
+    let endpoint = api(format!("exchanges/{vhost}/ex/publish"));
+    let app = TestApp::start(&with(settings_for(&endpoint), &[("PublishConcurrency", "8")])).await;
+
+    let app = &app;
+    let statuses = futures_util::future::join_all((0..40).map(|i| async move {
+        let body = i.to_string();
+        app.forward("/api/WebhookForwarder", "text/plain", body.as_bytes())
+            .await
+            .status()
+    }))
+    .await;
+    let queued: Vec<serde_json::Value> = client
+        .post(api(format!("queues/{vhost}/q/get")))
+        .basic_auth("guest", Some("guest"))
+        .json(&json!({ "count": 100, "ackmode": "ack_requeue_false", "encoding": "auto" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let _ = client
+        .delete(api(format!("vhosts/{vhost}")))
+        .basic_auth("guest", Some("guest"))
+        .send()
+        .await;
+
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}\n{}", app.output());
+    assert!(!app.output().contains("refused the credentials"), "{}", app.output());
+    assert!(
+        app.output().contains("connection limit is probably reached"),
+        "the limit was hit and retried"
+    );
+    let bodies: std::collections::HashSet<&str> = queued.iter().filter_map(|m| m["payload"].as_str()).collect();
+    assert_eq!(bodies.len(), 40, "every webhook is on the queue");
 }

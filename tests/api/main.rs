@@ -18,4 +18,5 @@ mod lifecycle;
 mod payload_mode;
 mod secrets;
 mod setup;
+mod source_checks;
 mod stub;

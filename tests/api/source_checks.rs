@@ -1,0 +1,123 @@
+//! Optional source checks: an allow-list of client networks and a shared
+//! secret. Refused requests get 403 and are not published.
+
+use reqwest::Method;
+
+use crate::helpers::{TestApp, Topology, assert_no_secret, caller_response, host_envelope};
+
+const SHARED_SECRET: &str = "shared-Secret-4242";
+
+#[tokio::test]
+async fn the_allow_list_admits_e_conomic_and_refuses_others() {
+    let topology = Topology::declare().await;
+    let app = TestApp::for_topology(&topology, &[("AllowedSourceNetworks", "e-conomic")]).await;
+    let send_from = |address: &'static str| {
+        app.request(Method::POST, "/api/WebhookForwarder")
+            .header("x-forwarded-for", address)
+            .header("content-type", "text/plain")
+            .body(address)
+            .send()
+    };
+
+    let allowed = send_from("54.72.52.167:51234").await.unwrap();
+    let forged_first = send_from("54.72.52.167, 203.0.113.7:4000").await.unwrap();
+    let other = send_from("203.0.113.7:4000").await.unwrap();
+
+    assert_eq!(allowed.status(), 200);
+    assert_eq!(forged_first.status(), 403);
+    assert_eq!(other.status(), 403);
+    let queued = topology.take(1).await;
+    assert_eq!(queued[0].payload, b"54.72.52.167:51234");
+    assert!(
+        topology.take_all_now().await.is_empty(),
+        "a refused webhook was published"
+    );
+    assert!(
+        app.output()
+            .contains("client address 203.0.113.7 is not in AllowedSourceNetworks"),
+        "{}",
+        app.output()
+    );
+}
+
+#[tokio::test]
+async fn in_payload_mode_the_allow_list_reads_the_hosts_forwarded_header() {
+    let topology = Topology::declare().await;
+    let app = TestApp::for_topology(&topology, &[("AllowedSourceNetworks", "e-conomic")]).await;
+    let mut refused = host_envelope("POST", "", Some("text/plain"), b"refused");
+    refused["Data"]["req"]["Headers"]["X-Forwarded-For"] = serde_json::json!(["198.51.100.1:999"]);
+
+    let (allowed_status, _, _) = caller_response(
+        app.invoke("inv-a", &host_envelope("POST", "", Some("text/plain"), b"ok"))
+            .await,
+    )
+    .await;
+    let (refused_status, _, body) = caller_response(app.invoke("inv-r", &refused).await).await;
+
+    assert_eq!(allowed_status, 200);
+    assert_eq!(refused_status, 403);
+    assert_eq!(body["error"], "request not allowed");
+    assert_eq!(topology.take(1).await[0].payload, b"ok");
+    assert!(topology.take_all_now().await.is_empty());
+}
+
+#[tokio::test]
+async fn standalone_without_a_proxy_the_tcp_peer_is_checked() {
+    let topology = Topology::declare().await;
+    let app = TestApp::for_topology(&topology, &[("AllowedSourceNetworks", "127.0.0.0/8")]).await;
+
+    let response = app
+        .request(Method::POST, "/api/WebhookForwarder")
+        .body("from loopback")
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(response.status(), 200);
+    assert_eq!(topology.take(1).await[0].payload, b"from loopback");
+}
+
+#[tokio::test]
+async fn the_shared_secret_is_required_and_never_published() {
+    let topology = Topology::declare().await;
+    let app = TestApp::for_topology(&topology, &[("WebhookSecret", SHARED_SECRET)]).await;
+    let post = |path: String| app.request(Method::POST, &path).header("content-type", "text/plain");
+
+    let in_header = post("/api/WebhookForwarder?n=1".into())
+        .header("x-webhook-secret", SHARED_SECRET)
+        .body("header")
+        .send()
+        .await
+        .unwrap();
+    let in_query = post(format!("/api/WebhookForwarder?n=2&secret={SHARED_SECRET}"))
+        .body("query")
+        .send()
+        .await
+        .unwrap();
+    let wrong = post("/api/WebhookForwarder?secret=guess".into())
+        .body("wrong")
+        .send()
+        .await
+        .unwrap();
+    let missing = post("/api/WebhookForwarder".into())
+        .body("missing")
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(in_header.status(), 200);
+    assert_eq!(in_query.status(), 200);
+    assert_eq!(wrong.status(), 403);
+    assert_eq!(missing.status(), 403);
+    let queued = topology.take(2).await;
+    assert_eq!(queued.len(), 2);
+    let queries: Vec<&serde_json::Value> = queued.iter().map(|m| m.header("x-http-query")).collect();
+    assert!(
+        queries.contains(&&serde_json::json!("n=1")) && queries.contains(&&serde_json::json!("n=2")),
+        "{queries:?}"
+    );
+    assert!(topology.take_all_now().await.is_empty());
+    let published: String = queued.iter().map(|m| m.properties.to_string()).collect();
+    assert_no_secret(&published, &[SHARED_SECRET]);
+    assert_no_secret(&app.output(), &[SHARED_SECRET]);
+}
