@@ -6,12 +6,20 @@
 //! -> [`forward::Forwarder`] -> [`publisher::Publisher`] -> RabbitMQ; failures
 //! become statuses in [`error`]. [`settings`] and [`startup`] set it up.
 //!
+//! The executable's subcommands ([`cli`], one module each in [`commands`])
+//! also set up and check the queue [`topology`] through the broker's
+//! [`management`] API; [`broker_http`] is the HTTP configuration both share.
+//!
 //! The other half, [`relay`], drains the queue into the user's own endpoint.
 
 pub mod admission;
+pub mod broker_http;
+pub mod cli;
+pub mod commands;
 pub mod error;
 pub mod forward;
 pub mod host;
+pub mod management;
 pub mod publisher;
 pub mod relay;
 pub mod routes;
@@ -20,4 +28,5 @@ pub mod server;
 pub mod settings;
 pub mod startup;
 pub mod telemetry;
+pub mod topology;
 pub mod webhook;

@@ -117,18 +117,9 @@ impl PublishError {
         )
     }
 
-    /// Describes a reqwest failure with its cause chain, which holds the
-    /// useful part ("connection refused"). The URL it names holds no secret:
-    /// settings refuse an endpoint with credentials in it.
+    /// Describes a reqwest failure with its cause chain.
     pub(crate) fn transport(error: &reqwest::Error) -> Self {
-        let mut text = error.to_string();
-        let mut source = std::error::Error::source(error);
-        while let Some(cause) = source {
-            text.push_str(": ");
-            text.push_str(&cause.to_string());
-            source = cause.source();
-        }
-        Self::Transport(text)
+        Self::Transport(crate::broker_http::describe(error))
     }
 }
 

@@ -15,6 +15,7 @@ use tracing::{instrument, warn};
 
 pub use error::PublishError;
 
+use crate::broker_http::{self, BadAuthHeader};
 use crate::settings::{BrokerSettings, Limits};
 use crate::webhook::Webhook;
 
@@ -45,8 +46,8 @@ pub struct Publisher {
 #[derive(Debug, thiserror::Error)]
 pub enum PublisherBuildError {
     /// The auth header holds characters HTTP headers cannot carry.
-    #[error("setting AmqpAuthHeader holds characters an HTTP header cannot carry")]
-    BadAuthHeader,
+    #[error(transparent)]
+    BadAuthHeader(#[from] BadAuthHeader),
     /// The HTTP client could not be built (TLS set-up).
     #[error("could not build the HTTP client: {0}")]
     Client(#[from] reqwest::Error),
@@ -55,17 +56,8 @@ pub enum PublisherBuildError {
 impl Publisher {
     /// Builds the one pooled client (rustls, keep-alive) every publish reuses.
     pub fn new(broker: BrokerSettings, limits: Limits) -> Result<Self, PublisherBuildError> {
-        let mut authorization =
-            HeaderValue::from_str(broker.authorization.expose()).map_err(|_| PublisherBuildError::BadAuthHeader)?;
-        // Keeps the value out of any debug print of the request.
-        authorization.set_sensitive(true);
-        let client = reqwest::Client::builder()
-            .pool_max_idle_per_host(limits.publish_concurrency.get())
-            .connect_timeout(limits.attempt_timeout)
-            .tcp_nodelay(true)
-            // A redirected POST would turn into a GET and publish nothing.
-            .redirect(reqwest::redirect::Policy::none())
-            .build()?;
+        let authorization = broker_http::authorization(&broker.authorization)?;
+        let client = broker_http::client(limits.publish_concurrency.get(), limits.attempt_timeout)?;
         Ok(Self {
             client,
             authorization,

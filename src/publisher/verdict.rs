@@ -5,17 +5,12 @@ use reqwest::StatusCode;
 use serde::Deserialize;
 
 use super::PublishError;
+use crate::broker_http::reason;
 use crate::settings::BrokerSettings;
 
 #[derive(Deserialize)]
 struct RoutedAnswer {
     routed: bool,
-}
-
-#[derive(Deserialize)]
-struct ErrorAnswer {
-    reason: Option<String>,
-    error: Option<String>,
 }
 
 /// Turns the endpoint's status and body into success or a typed failure.
@@ -57,22 +52,6 @@ pub fn judge(status: StatusCode, answer: &[u8], broker: &BrokerSettings) -> Resu
             status: status.as_u16(),
             reason: reason(answer),
         }),
-    }
-}
-
-/// The broker's `reason` (or `error`) field, else the start of the body.
-fn reason(answer: &[u8]) -> String {
-    const MAX_CHARS: usize = 200;
-    let parsed = serde_json::from_slice::<ErrorAnswer>(answer).ok();
-    let text = match parsed.and_then(|a| a.reason.or(a.error)) {
-        Some(reason) => reason,
-        None => String::from_utf8_lossy(answer).trim().to_owned(),
-    };
-    let text: String = text.chars().filter(|c| !c.is_control()).take(MAX_CHARS).collect();
-    if text.is_empty() {
-        "no reason given".to_owned()
-    } else {
-        text
     }
 }
 

@@ -15,8 +15,6 @@ use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{BasicProperties, Channel, Connection, ErrorKind};
 use tokio::sync::Mutex;
 
-/// Appended to a queue's name to name its dead-letter exchange and queue.
-pub const SUFFIX: &str = ".dead-letter";
 /// Header stating why the last attempt failed.
 pub const FAILURE_HEADER: &str = "x-relay-failure";
 /// Header stating how many attempts were made.
@@ -24,9 +22,9 @@ pub const ATTEMPTS_HEADER: &str = "x-relay-attempts";
 /// Header naming the queue the message was taken from.
 pub const QUEUE_HEADER: &str = "x-relay-queue";
 
-/// The dead-letter exchange of `queue`.
+/// The dead-letter exchange of `queue`, as `handler setup --dead-letter` names it.
 pub fn exchange_for(queue: &str) -> String {
-    format!("{queue}{SUFFIX}")
+    crate::topology::dead_letter_name(queue)
 }
 
 /// Why a message could not be dead-lettered; the caller keeps it unacknowledged.

@@ -9,9 +9,11 @@ use url::Url;
 use super::amqp_url::{self, AmqpUrl, AmqpUrlError};
 use super::retry::RetryPolicy;
 
-/// AMQP short strings hold 255 bytes and the dead-letter exchange name adds
-/// `.dead-letter` (12 bytes) to the queue's name.
-const MAX_QUEUE_NAME: usize = 255 - super::dead_letter::SUFFIX.len();
+/// AMQP short strings hold 255 bytes, and the dead-letter exchange's name
+/// adds `.dead-letter` to the queue's.
+fn max_queue_name() -> usize {
+    255 - super::dead_letter::exchange_for("").len()
+}
 
 /// `handler relay`: drain a queue into an HTTP endpoint at the pace it can take.
 #[derive(Debug, Clone, clap::Args)]
@@ -23,7 +25,7 @@ pub struct RelayArgs {
     #[arg(long, value_name = "URL", value_parser = parse_target)]
     pub to: Url,
     /// The queue to drain.
-    #[arg(long, value_name = "NAME", default_value = "e-conomic-webhooks", value_parser = parse_queue)]
+    #[arg(long, value_name = "NAME", default_value = crate::topology::DEFAULT_QUEUE, value_parser = parse_queue)]
     pub queue: String,
     /// Most deliveries in flight at once; also the AMQP prefetch, so it bounds
     /// the messages this relay holds unacknowledged, backing-off ones included.
@@ -162,10 +164,11 @@ fn parse_queue(raw: &str) -> Result<String, String> {
     if raw.is_empty() {
         return Err("the queue name is empty".to_owned());
     }
-    if raw.len() > MAX_QUEUE_NAME {
+    if raw.len() > max_queue_name() {
         return Err(format!(
-            "the queue name is {} bytes; at most {MAX_QUEUE_NAME} leave room for its dead-letter exchange's name",
-            raw.len()
+            "the queue name is {} bytes; at most {} leave room for its dead-letter exchange's name",
+            raw.len(),
+            max_queue_name()
         ));
     }
     Ok(raw.to_owned())
@@ -275,9 +278,10 @@ mod tests {
 
     #[test]
     fn an_overlong_queue_name_is_refused() {
-        let long = "q".repeat(MAX_QUEUE_NAME + 1);
+        assert_eq!(max_queue_name(), 243);
+        let long = "q".repeat(max_queue_name() + 1);
         assert!(args(&["--to", "http://x/", "--queue", &long]).is_err());
-        let longest = "q".repeat(MAX_QUEUE_NAME);
+        let longest = "q".repeat(max_queue_name());
         assert!(args(&["--to", "http://x/", "--queue", &longest]).is_ok());
     }
 

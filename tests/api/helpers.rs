@@ -219,9 +219,18 @@ impl TestApp {
 
     /// Starts the handler; on an early exit returns its status and output.
     pub async fn try_start(settings: &[(String, String)]) -> Result<Self, (ExitStatus, String)> {
+        Self::try_start_with_args(&[], settings).await
+    }
+
+    /// Starts `handler <args>` as the host would; on an early exit returns its status and output.
+    pub async fn try_start_with_args(
+        args: &[&str],
+        settings: &[(String, String)],
+    ) -> Result<Self, (ExitStatus, String)> {
         let port = free_port();
         let mut command = Command::new(env!("CARGO_BIN_EXE_handler"));
         command
+            .args(args)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             // Debug logs: the secret checks must see everything the handler can print.
@@ -449,4 +458,148 @@ pub fn assert_no_secret(text: &str, secrets: &[&str]) {
     for secret in secrets.iter().chain([&FUNCTION_KEY, &GUEST_AUTH]) {
         assert!(!text.contains(secret), "secret {secret:?} found in:\n{text}");
     }
+}
+
+/// How a `handler` subcommand that ran to completion ended.
+#[derive(Debug)]
+pub struct Finished {
+    /// Its exit status.
+    pub status: std::process::ExitStatus,
+    /// What it printed on stdout.
+    pub stdout: String,
+    /// What it printed on stderr.
+    pub stderr: String,
+}
+
+impl Finished {
+    /// stdout and stderr together, for messages and secret checks.
+    pub fn output(&self) -> String {
+        format!("{}\nstderr:\n{}", self.stdout, self.stderr)
+    }
+}
+
+/// Runs `handler <args>` to completion with exactly these settings, `stdin`
+/// piped in, and debug logs on so the secret checks see everything.
+pub async fn run_handler(args: &[&str], settings: &[(String, String)], stdin: &str) -> Finished {
+    use tokio::io::AsyncWriteExt;
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_handler"))
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("RUST_LOG", "debug")
+        .envs(settings.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the handler binary starts");
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(stdin.as_bytes()).await.unwrap();
+    drop(input);
+    let output = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("the subcommand finishes within 60 s")
+        .unwrap();
+    Finished {
+        status: output.status,
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// Unique names for a test that lets `handler setup` declare its topology;
+/// when dropped, deletes whatever setup may have made under them.
+pub struct OwnNames {
+    /// The exchange webhooks are published to.
+    pub exchange: String,
+    /// The queue setup is asked for.
+    pub queue: String,
+}
+
+impl OwnNames {
+    /// Fresh names nobody else uses.
+    pub fn new() -> Self {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        Self {
+            exchange: format!("test-ops-{id}.direct"),
+            queue: format!("test-ops-{id}"),
+        }
+    }
+
+    /// `<queue>.dead-letter`, the name of the dead-letter exchange and queue.
+    pub fn dead_letter(&self) -> String {
+        format!("{}.dead-letter", self.queue)
+    }
+
+    /// AmqpEndpoint and AmqpAuthHeader for the local broker and this exchange.
+    pub fn settings(&self) -> Vec<(String, String)> {
+        settings_for(&format!("{MANAGEMENT}/api/exchanges/%2F/{}/publish", self.exchange))
+    }
+}
+
+impl Drop for OwnNames {
+    fn drop(&mut self) {
+        let paths = vec![
+            format!("queues/%2F/{}", self.queue),
+            format!("queues/%2F/{}", self.dead_letter()),
+            format!("exchanges/%2F/{}", self.exchange),
+            format!("exchanges/%2F/{}", self.dead_letter()),
+        ];
+        // Drop cannot await: delete from a thread with its own runtime.
+        let cleanup = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                for path in paths {
+                    let _ = management()
+                        .delete(format!("{MANAGEMENT}/api/{path}"))
+                        .basic_auth("guest", Some("guest"))
+                        .send()
+                        .await;
+                }
+            });
+        });
+        let _ = cleanup.join();
+    }
+}
+
+/// `GET {MANAGEMENT}/api/{path}` as guest: the status and the JSON (null if none).
+pub async fn management_get(path: &str) -> (u16, Value) {
+    let response = management()
+        .get(format!("{MANAGEMENT}/api/{path}"))
+        .basic_auth("guest", Some("guest"))
+        .send()
+        .await
+        .expect("management API reachable: run the README's test command, which enables it");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// `{method} {MANAGEMENT}/api/{path}` as guest, with a JSON body if given; the status.
+pub async fn management_send(method: reqwest::Method, path: &str, body: Option<&Value>) -> u16 {
+    let mut request = management()
+        .request(method, format!("{MANAGEMENT}/api/{path}"))
+        .basic_auth("guest", Some("guest"));
+    if let Some(body) = body {
+        request = request.json(body);
+    }
+    request.send().await.unwrap().status().as_u16()
+}
+
+/// Gets up to `count` messages off `queue` with `ackmode` (e.g.
+/// `ack_requeue_false`, `reject_requeue_false`), payloads as text.
+pub async fn get_messages(queue: &str, count: usize, ackmode: &str) -> Vec<Value> {
+    let response = management()
+        .post(format!("{MANAGEMENT}/api/queues/%2F/{queue}/get"))
+        .basic_auth("guest", Some("guest"))
+        .json(&json!({ "count": count, "ackmode": ackmode, "encoding": "auto" }))
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success(), "get: {}", response.status());
+    response.json().await.unwrap()
 }

@@ -5,7 +5,10 @@
 // Test code: a panic is a failed test.
 #![allow(clippy::unwrap_used)]
 
+mod amqp_url;
 mod broker_answers;
+mod check;
+mod commands;
 mod connections;
 mod faults;
 mod forwarding_mode;
@@ -14,5 +17,6 @@ mod hostile;
 mod lifecycle;
 mod payload_mode;
 mod secrets;
+mod setup;
 mod source_checks;
 mod stub;

@@ -1,0 +1,142 @@
+//! The command line. With no arguments `handler` serves, because that is how
+//! the Functions host starts it; the other subcommands are for operators.
+//! Adding one is a variant here and an arm in `main.rs`.
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::relay::RelayArgs;
+use crate::topology::{DEFAULT_QUEUE, DEFAULT_TTL_DAYS, MAX_TTL_DAYS};
+
+/// Queues every e-conomic webhook on RabbitMQ. Settings come from the
+/// environment (Azure app settings): AmqpUrl, or AmqpEndpoint and AmqpAuthHeader.
+#[derive(Debug, Parser)]
+#[command(name = "handler", version)]
+pub struct Cli {
+    /// What to do; serving when none is given.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve webhooks (the default, what the Functions host runs).
+    Serve,
+    /// Declare the exchange, queue and binding the settings publish to.
+    ///
+    /// A durable direct exchange (named in the settings), a durable queue and a
+    /// binding with the routing key. Running it again changes nothing.
+    Setup(SetupArgs),
+    /// Verify the settings end to end without publishing; exit 0 only when a
+    /// publish would be routed to a durable queue and persisted.
+    Check(CheckArgs),
+    /// Read a user name and a password (hidden when typed) from standard input
+    /// and print the value for the AmqpAuthHeader setting.
+    ///
+    /// It prints base64("<user>:<password>") without the "Basic " prefix,
+    /// which AmqpAuthHeader accepts with or without. When standard input is
+    /// not a terminal it reads two lines: the user name, then the password.
+    AuthHeader,
+    /// Drain the queue into an HTTP endpoint at the pace it can take.
+    ///
+    /// Every queued webhook becomes a request to --to with its original
+    /// method, body, Content-Type and query; a message is acknowledged only
+    /// after a 2xx answer, retried with backoff otherwise, and moved to
+    /// "<queue>.dead-letter" after --max-attempts.
+    // Boxed: the options are far larger than the other variants.
+    Relay(Box<RelayArgs>),
+}
+
+/// Options of `handler setup`.
+#[derive(Debug, Args)]
+pub struct SetupArgs {
+    /// The queue webhooks land in.
+    #[arg(long, value_name = "NAME", default_value = DEFAULT_QUEUE)]
+    pub queue: String,
+    /// Days an unconsumed message is kept; 0 keeps messages until consumed.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_TTL_DAYS,
+          value_parser = clap::value_parser!(u32).range(0..=i64::from(MAX_TTL_DAYS)))]
+    pub ttl_days: u32,
+    /// Declare replicated quorum queues (for clusters) instead of classic queues.
+    #[arg(long)]
+    pub quorum: bool,
+    /// Send expired and rejected messages to a fanout exchange and a queue,
+    /// both named "<queue>.dead-letter".
+    #[arg(long)]
+    pub dead_letter: bool,
+}
+
+/// Options of `handler check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Require this queue to be the one bound (any durable bound queue will do otherwise).
+    #[arg(long, value_name = "NAME")]
+    pub queue: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("handler").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn the_cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn no_arguments_means_serve() {
+        assert!(parse(&[]).unwrap().command.is_none());
+    }
+
+    #[test]
+    fn setup_defaults_are_the_seeds() {
+        let Some(Command::Setup(args)) = parse(&["setup"]).unwrap().command else {
+            panic!("not setup")
+        };
+        assert_eq!(args.queue, "e-conomic-webhooks");
+        assert_eq!(args.ttl_days, 7);
+        assert!(!args.quorum && !args.dead_letter);
+    }
+
+    #[test]
+    fn setup_takes_every_option() {
+        let cli = parse(&["setup", "--queue", "q", "--ttl-days", "0", "--quorum", "--dead-letter"]).unwrap();
+        let Some(Command::Setup(args)) = cli.command else {
+            panic!("not setup")
+        };
+        assert_eq!(
+            (args.queue.as_str(), args.ttl_days, args.quorum, args.dead_letter),
+            ("q", 0, true, true)
+        );
+    }
+
+    #[test]
+    fn a_ttl_beyond_ten_years_is_refused() {
+        assert!(parse(&["setup", "--ttl-days", "3651"]).is_err());
+        assert!(parse(&["setup", "--ttl-days", "-1"]).is_err());
+    }
+
+    #[test]
+    fn relay_takes_its_options() {
+        let cli = parse(&["relay", "--to", "http://127.0.0.1:8000/webhook.php", "--rate", "5"]).unwrap();
+        let Some(Command::Relay(args)) = cli.command else {
+            panic!("not relay")
+        };
+        assert_eq!(args.to.as_str(), "http://127.0.0.1:8000/webhook.php");
+        assert_eq!(args.queue, "e-conomic-webhooks");
+    }
+
+    #[test]
+    fn check_takes_a_queue() {
+        let Some(Command::Check(args)) = parse(&["check", "--queue", "q"]).unwrap().command else {
+            panic!("not check")
+        };
+        assert_eq!(args.queue.as_deref(), Some("q"));
+    }
+}

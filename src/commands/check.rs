@@ -1,0 +1,184 @@
+//! `handler check`: verifies a configuration end to end without publishing:
+//! the settings parse, the credentials work, the vhost and the exchange
+//! exist, and a durable queue is bound for the routing key. Prints a
+//! checklist; succeeds only when a publish would be routed and persisted.
+
+use crate::cli::CheckArgs;
+use crate::management::ManagementApi;
+use crate::management::wire::{BindingInfo, ExchangeInfo};
+use crate::settings::{BrokerSettings, Settings};
+use crate::topology::{ExchangeKind, describe_queue};
+
+/// The check found a problem; the checklist above says which and what to do.
+#[derive(Debug, thiserror::Error)]
+#[error("check failed: {0}")]
+pub struct CheckFailed(String);
+
+/// Prints each item as it is decided, so a slow answer shows where it waits.
+#[derive(Default)]
+struct Checklist {
+    failures: usize,
+}
+
+impl Checklist {
+    fn pass(&mut self, text: &str) {
+        println!("[ok]   {text}");
+    }
+
+    fn warn(&mut self, text: &str) {
+        println!("[warn] {text}");
+    }
+
+    fn fail(&mut self, text: &str) {
+        self.failures += 1;
+        println!("[FAIL] {text}");
+    }
+}
+
+/// Runs the checklist against the settings in the environment.
+pub async fn run(args: CheckArgs) -> Result<(), CheckFailed> {
+    let mut list = Checklist::default();
+    let settings = match Settings::from_env() {
+        Ok(settings) => settings,
+        Err(e) => {
+            list.fail(&format!("settings: {e}"));
+            return Err(CheckFailed("the settings do not parse".to_owned()));
+        }
+    };
+    let broker = &settings.broker;
+    list.pass(&format!(
+        "settings parse: publishing to exchange {:?} in vhost {:?} with routing key {:?} at {}",
+        broker.endpoint.exchange, broker.endpoint.vhost, broker.routing_key, broker.endpoint.url
+    ));
+    let api = match ManagementApi::new(broker, settings.limits.attempt_timeout) {
+        Ok(api) => api,
+        Err(e) => {
+            list.fail(&e.to_string());
+            return Err(CheckFailed("the HTTP client could not be built".to_owned()));
+        }
+    };
+    let bound = check_broker(&mut list, &api, broker, args.queue.as_deref()).await;
+    match bound {
+        Some(queues) if list.failures == 0 => {
+            println!(
+                "check passed: a publish would be routed to {} and persisted (messages are sent with delivery_mode 2)",
+                queues.join(", ")
+            );
+            Ok(())
+        }
+        _ => Err(CheckFailed(format!(
+            "{} problem(s) above; a publish would not be routed to a durable queue",
+            list.failures.max(1)
+        ))),
+    }
+}
+
+/// The broker part of the checklist; returns the durable queues a publish
+/// would reach, or `None` when a check failed too early to tell.
+async fn check_broker(
+    list: &mut Checklist,
+    api: &ManagementApi,
+    broker: &BrokerSettings,
+    wanted_queue: Option<&str>,
+) -> Option<Vec<String>> {
+    let exchange = &broker.endpoint.exchange;
+    let vhost = api.vhost();
+    match api.whoami().await {
+        Ok(me) => list.pass(&format!(
+            "credentials accepted: user {:?} (tags: {})",
+            me.name,
+            me.tags()
+        )),
+        Err(e) => return fail(list, &e.to_string()),
+    }
+    match api.require_vhost().await {
+        Ok(()) => list.pass(&format!("vhost {vhost:?} exists and user {:?} may use it", api.user())),
+        Err(e) => return fail(list, &e.to_string()),
+    }
+    match api.exchange(exchange).await {
+        Ok(Some(info)) => check_exchange(list, exchange, &info),
+        Ok(None) => {
+            return fail(
+                list,
+                &format!("exchange {exchange:?} does not exist in vhost {vhost:?}: run `handler setup`"),
+            );
+        }
+        Err(e) => return fail(list, &e.to_string()),
+    }
+    let bindings = match api.bindings_from(exchange).await {
+        Ok(bindings) => bindings,
+        Err(e) => return fail(list, &e.to_string()),
+    };
+    let key = &broker.routing_key;
+    let bound: Vec<&BindingInfo> = bindings
+        .iter()
+        .filter(|b| b.destination_type == "queue" && &b.routing_key == key)
+        .filter(|b| wanted_queue.is_none_or(|q| b.destination == q))
+        .collect();
+    if bound.is_empty() {
+        let text = match wanted_queue {
+            Some(queue) => format!(
+                "queue {queue:?} is not bound to exchange {exchange:?} with routing key {key:?}: a publish would not reach it; run `handler setup --queue {queue}`"
+            ),
+            None => format!(
+                "no queue is bound to exchange {exchange:?} with routing key {key:?}: every publish would be dropped (routed:false); run `handler setup`"
+            ),
+        };
+        return fail(list, &text);
+    }
+
+    let (mut durable, mut lossy) = (Vec::new(), Vec::new());
+    for binding in bound {
+        let queue = &binding.destination;
+        match api.queue(queue).await {
+            Ok(Some(info)) if info.keeps_messages() => {
+                let description = describe_queue(info.kind.as_deref(), &info.arguments);
+                list.pass(&format!(
+                    "queue {queue:?} is bound with routing key {key:?}: durable, {description}"
+                ));
+                durable.push(format!("{queue:?}"));
+            }
+            Ok(Some(_)) => lossy.push(format!(
+                "queue {queue:?} is bound with routing key {key:?} but is not durable, or is auto-delete or exclusive: what it holds can be lost"
+            )),
+            Ok(None) => lossy.push(format!("queue {queue:?} is bound but could not be found")),
+            Err(e) => lossy.push(e.to_string()),
+        }
+    }
+    // A lossy queue beside a durable one only loses its own copy.
+    for text in &lossy {
+        if durable.is_empty() {
+            list.fail(&format!("{text}; bind a durable queue (`handler setup`)"));
+        } else {
+            list.warn(text);
+        }
+    }
+    if durable.is_empty() {
+        return None;
+    }
+    Some(durable)
+}
+
+fn fail(list: &mut Checklist, text: &str) -> Option<Vec<String>> {
+    list.fail(text);
+    None
+}
+
+/// The exchange must take publishes, route by key, and outlive a restart.
+fn check_exchange(list: &mut Checklist, name: &str, info: &ExchangeInfo) {
+    let expected = ExchangeKind::Direct.as_str();
+    if info.kind != expected {
+        list.fail(&format!(
+            "exchange {name:?} is of type {:?}, not {expected:?}: routing by key is not what setup made; use another exchange or recreate it with `handler setup`",
+            info.kind
+        ));
+    } else if !info.durable || info.auto_delete {
+        list.fail(&format!(
+            "exchange {name:?} is not durable or is auto-delete: it and its bindings can vanish; recreate it with `handler setup`"
+        ));
+    } else if info.internal {
+        list.fail(&format!("exchange {name:?} is internal: it takes no publishes"));
+    } else {
+        list.pass(&format!("exchange {name:?} exists: {expected}, durable"));
+    }
+}

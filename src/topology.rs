@@ -1,0 +1,294 @@
+//! The queue topology the seed clicks together by hand, as data: which
+//! exchanges, queues and bindings `handler setup` declares, in order.
+//!
+//! The names are a contract: consumers (and the relay) rely on them.
+//! Everything is durable and never auto-deleted, so it survives a restart.
+
+use serde_json::{Map, Value, json};
+
+/// The seed's queue name, used when `--queue` is not given.
+pub const DEFAULT_QUEUE: &str = "e-conomic-webhooks";
+/// The seed's message TTL: a webhook nobody took within 7 days is dropped.
+pub const DEFAULT_TTL_DAYS: u32 = 7;
+/// Largest `--ttl-days` accepted (ten years); 0 means no TTL.
+pub const MAX_TTL_DAYS: u32 = 3650;
+
+const MILLIS_PER_DAY: u64 = 24 * 60 * 60 * 1000;
+
+/// The dead-letter exchange and queue of `queue`: both `<queue>.dead-letter`.
+pub fn dead_letter_name(queue: &str) -> String {
+    format!("{queue}.dead-letter")
+}
+
+/// What `handler setup` is asked for besides the settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueOptions {
+    /// The queue webhooks land in.
+    pub queue: String,
+    /// Message TTL in days; 0 keeps messages until they are consumed.
+    pub ttl_days: u32,
+    /// A replicated quorum queue instead of a classic one.
+    pub quorum: bool,
+    /// Expired or rejected messages go to `<queue>.dead-letter`.
+    pub dead_letter: bool,
+}
+
+impl Default for QueueOptions {
+    fn default() -> Self {
+        Self {
+            queue: DEFAULT_QUEUE.to_owned(),
+            ttl_days: DEFAULT_TTL_DAYS,
+            quorum: false,
+            dead_letter: false,
+        }
+    }
+}
+
+/// The exchange types setup declares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExchangeKind {
+    /// Routes by exact routing key: the webhook exchange.
+    Direct,
+    /// Routes everything: the dead-letter exchange, whatever key a message had.
+    Fanout,
+}
+
+impl ExchangeKind {
+    /// The name RabbitMQ uses for the type.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Direct => "direct",
+            Self::Fanout => "fanout",
+        }
+    }
+}
+
+/// A durable exchange.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exchange {
+    /// Its name.
+    pub name: String,
+    /// Its type.
+    pub kind: ExchangeKind,
+}
+
+/// A durable queue and its `x-` arguments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Queue {
+    /// Its name.
+    pub name: String,
+    /// Arguments fixed at declaration (RabbitMQ cannot change them later).
+    pub arguments: Map<String, Value>,
+}
+
+/// A binding from an exchange to a queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Binding {
+    /// The source exchange.
+    pub exchange: String,
+    /// The destination queue.
+    pub queue: String,
+    /// The routing key (ignored by fanout exchanges, so empty there).
+    pub routing_key: String,
+}
+
+/// One declaration, in the order setup makes them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Declaration {
+    /// Declare an exchange.
+    Exchange(Exchange),
+    /// Declare a queue.
+    Queue(Queue),
+    /// Bind a queue to an exchange.
+    Binding(Binding),
+}
+
+/// Everything to declare for webhooks published to `exchange` with
+/// `routing_key`: the dead-letter part first, so the main queue's
+/// dead-letter exchange exists the moment the queue does.
+pub fn plan(exchange: &str, routing_key: &str, options: &QueueOptions) -> Vec<Declaration> {
+    let mut declarations = Vec::new();
+    let mut arguments = Map::new();
+    if options.quorum {
+        arguments.insert("x-queue-type".to_owned(), json!("quorum"));
+    }
+    if options.dead_letter {
+        let dead_letter = dead_letter_name(&options.queue);
+        declarations.extend([
+            Declaration::Exchange(Exchange {
+                name: dead_letter.clone(),
+                kind: ExchangeKind::Fanout,
+            }),
+            Declaration::Queue(Queue {
+                name: dead_letter.clone(),
+                // Same type as the main queue; no TTL: dead letters wait for a person.
+                arguments: arguments.clone(),
+            }),
+            Declaration::Binding(Binding {
+                exchange: dead_letter.clone(),
+                queue: dead_letter.clone(),
+                routing_key: String::new(),
+            }),
+        ]);
+        arguments.insert("x-dead-letter-exchange".to_owned(), json!(dead_letter));
+    }
+    if options.ttl_days > 0 {
+        arguments.insert(
+            "x-message-ttl".to_owned(),
+            json!(u64::from(options.ttl_days) * MILLIS_PER_DAY),
+        );
+    }
+    declarations.extend([
+        Declaration::Exchange(Exchange {
+            name: exchange.to_owned(),
+            kind: ExchangeKind::Direct,
+        }),
+        Declaration::Queue(Queue {
+            name: options.queue.clone(),
+            arguments,
+        }),
+        Declaration::Binding(Binding {
+            exchange: exchange.to_owned(),
+            queue: options.queue.clone(),
+            routing_key: routing_key.to_owned(),
+        }),
+    ]);
+    declarations
+}
+
+/// A queue's kind and arguments in words: "classic, message TTL 7 days".
+pub fn describe_queue(kind: Option<&str>, arguments: &Map<String, Value>) -> String {
+    let kind = kind
+        .or_else(|| arguments.get("x-queue-type").and_then(Value::as_str))
+        .unwrap_or("classic");
+    let mut words = vec![kind.to_owned()];
+    match arguments.get("x-message-ttl").and_then(Value::as_u64) {
+        Some(ms) if ms % MILLIS_PER_DAY == 0 => words.push(format!("message TTL {} days", ms / MILLIS_PER_DAY)),
+        Some(ms) => words.push(format!("message TTL {ms} ms")),
+        None => words.push("no message TTL".to_owned()),
+    }
+    if let Some(exchange) = arguments.get("x-dead-letter-exchange").and_then(Value::as_str) {
+        words.push(format!("dead letters to {exchange:?}"));
+    }
+    words.join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn queue(declarations: &[Declaration], name: &str) -> Queue {
+        declarations
+            .iter()
+            .find_map(|d| match d {
+                Declaration::Queue(q) if q.name == name => Some(q.clone()),
+                _ => None,
+            })
+            .unwrap()
+    }
+
+    #[test]
+    fn the_default_plan_is_the_seeds_topology() {
+        let plan = plan("e-conomic.direct", "webhook", &QueueOptions::default());
+        assert_eq!(
+            plan,
+            vec![
+                Declaration::Exchange(Exchange {
+                    name: "e-conomic.direct".into(),
+                    kind: ExchangeKind::Direct
+                }),
+                Declaration::Queue(Queue {
+                    name: "e-conomic-webhooks".into(),
+                    arguments: json!({"x-message-ttl": 604_800_000}).as_object().unwrap().clone(),
+                }),
+                Declaration::Binding(Binding {
+                    exchange: "e-conomic.direct".into(),
+                    queue: "e-conomic-webhooks".into(),
+                    routing_key: "webhook".into()
+                }),
+            ]
+        );
+    }
+
+    #[test]
+    fn ttl_zero_means_no_ttl_argument() {
+        let options = QueueOptions {
+            ttl_days: 0,
+            ..QueueOptions::default()
+        };
+        assert!(queue(&plan("x", "k", &options), DEFAULT_QUEUE).arguments.is_empty());
+    }
+
+    #[test]
+    fn dead_letter_adds_a_fanout_exchange_and_queue_named_after_the_queue() {
+        let options = QueueOptions {
+            queue: "q".into(),
+            dead_letter: true,
+            ..QueueOptions::default()
+        };
+        let plan = plan("x", "k", &options);
+        assert_eq!(
+            plan[..3],
+            [
+                Declaration::Exchange(Exchange {
+                    name: "q.dead-letter".into(),
+                    kind: ExchangeKind::Fanout
+                }),
+                Declaration::Queue(Queue {
+                    name: "q.dead-letter".into(),
+                    arguments: Map::new()
+                }),
+                Declaration::Binding(Binding {
+                    exchange: "q.dead-letter".into(),
+                    queue: "q.dead-letter".into(),
+                    routing_key: String::new()
+                }),
+            ]
+        );
+        assert_eq!(queue(&plan, "q").arguments["x-dead-letter-exchange"], "q.dead-letter");
+    }
+
+    #[test]
+    fn quorum_makes_both_queues_quorum_queues() {
+        let options = QueueOptions {
+            quorum: true,
+            dead_letter: true,
+            ..QueueOptions::default()
+        };
+        let plan = plan("x", "k", &options);
+        assert_eq!(queue(&plan, DEFAULT_QUEUE).arguments["x-queue-type"], "quorum");
+        assert_eq!(
+            queue(&plan, &dead_letter_name(DEFAULT_QUEUE)).arguments["x-queue-type"],
+            "quorum"
+        );
+    }
+
+    #[test]
+    fn queues_are_described_in_words() {
+        let options = QueueOptions {
+            dead_letter: true,
+            ..QueueOptions::default()
+        };
+        let main = queue(&plan("x", "k", &options), DEFAULT_QUEUE);
+        assert_eq!(
+            describe_queue(None, &main.arguments),
+            "classic, message TTL 7 days, dead letters to \"e-conomic-webhooks.dead-letter\""
+        );
+        let odd = json!({"x-message-ttl": 1500}).as_object().unwrap().clone();
+        assert_eq!(describe_queue(Some("quorum"), &odd), "quorum, message TTL 1500 ms");
+        assert_eq!(describe_queue(None, &Map::new()), "classic, no message TTL");
+    }
+
+    #[test]
+    fn the_longest_ttl_fits_the_broker() {
+        let options = QueueOptions {
+            ttl_days: MAX_TTL_DAYS,
+            ..QueueOptions::default()
+        };
+        // RabbitMQ 3.10 took 315360000000 ms and refused 2^63-1 as too large.
+        assert_eq!(
+            queue(&plan("x", "k", &options), DEFAULT_QUEUE).arguments["x-message-ttl"],
+            315_360_000_000_u64
+        );
+    }
+}

@@ -1,0 +1,158 @@
+//! `handler check` against the real broker: it passes on what setup made,
+//! fails naming what is missing, and never publishes.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use reqwest::Method;
+use serde_json::json;
+
+use crate::helpers::{OwnNames, assert_no_secret, get_messages, management_send, run_handler, with};
+
+async fn set_up(names: &OwnNames) {
+    let run = run_handler(&["setup", "--queue", &names.queue], &names.settings(), "").await;
+    assert!(run.status.success(), "{}", run.output());
+}
+
+#[tokio::test]
+async fn check_passes_after_setup_and_publishes_nothing() {
+    let names = OwnNames::new();
+    set_up(&names).await;
+
+    let run = run_handler(&["check"], &names.settings(), "").await;
+
+    assert!(run.status.success(), "{}", run.output());
+    assert!(!run.stdout.contains("[FAIL]"), "{}", run.output());
+    assert!(
+        run.stdout.contains(&format!(
+            "[ok]   queue \"{}\" is bound with routing key \"webhook\": durable, classic, message TTL 7 days",
+            names.queue
+        )),
+        "{}",
+        run.output()
+    );
+    assert!(run.stdout.contains("check passed"), "{}", run.output());
+    let taken = get_messages(&names.queue, 10, "ack_requeue_false").await;
+    assert!(taken.is_empty(), "check published: {taken:?}");
+}
+
+#[tokio::test]
+async fn check_fails_naming_the_missing_binding_after_it_is_removed() {
+    let names = OwnNames::new();
+    set_up(&names).await;
+    let binding = format!("bindings/%2F/e/{}/q/{}/webhook", names.exchange, names.queue);
+    assert_eq!(management_send(Method::DELETE, &binding, None).await, 204);
+
+    let run = run_handler(&["check"], &names.settings(), "").await;
+
+    assert!(!run.status.success(), "{}", run.output());
+    assert!(
+        run.stdout.contains(&format!(
+            "[FAIL] no queue is bound to exchange \"{}\" with routing key \"webhook\"",
+            names.exchange
+        )),
+        "{}",
+        run.output()
+    );
+    assert!(run.stderr.contains("error: check failed"), "{}", run.output());
+}
+
+#[tokio::test]
+async fn check_of_a_named_queue_fails_when_that_queue_is_not_bound() {
+    let names = OwnNames::new();
+    set_up(&names).await;
+    let other = names.dead_letter();
+
+    let run = run_handler(&["check", "--queue", &other], &names.settings(), "").await;
+
+    assert!(!run.status.success(), "{}", run.output());
+    assert!(
+        run.stdout.contains(&format!(
+            "[FAIL] queue \"{other}\" is not bound to exchange \"{}\" with routing key \"webhook\"",
+            names.exchange
+        )),
+        "{}",
+        run.output()
+    );
+}
+
+#[tokio::test]
+async fn check_fails_when_only_a_non_durable_queue_is_bound() {
+    let names = OwnNames::new();
+    let exchange = json!({"type": "direct", "durable": true});
+    let queue = json!({"durable": false, "arguments": {"x-expires": 600_000}});
+    let binding = json!({"routing_key": "webhook"});
+    assert_eq!(
+        management_send(
+            Method::PUT,
+            &format!("exchanges/%2F/{}", names.exchange),
+            Some(&exchange)
+        )
+        .await,
+        201
+    );
+    assert_eq!(
+        management_send(Method::PUT, &format!("queues/%2F/{}", names.queue), Some(&queue)).await,
+        201
+    );
+    let bind = format!("bindings/%2F/e/{}/q/{}", names.exchange, names.queue);
+    assert_eq!(management_send(Method::POST, &bind, Some(&binding)).await, 201);
+
+    let run = run_handler(&["check"], &names.settings(), "").await;
+
+    assert!(!run.status.success(), "{}", run.output());
+    assert!(
+        run.stdout.contains(&format!(
+            "[FAIL] queue \"{}\" is bound with routing key \"webhook\" but is not durable",
+            names.queue
+        )),
+        "{}",
+        run.output()
+    );
+}
+
+#[tokio::test]
+async fn check_fails_when_the_exchange_does_not_exist() {
+    let names = OwnNames::new();
+
+    let run = run_handler(&["check"], &names.settings(), "").await;
+
+    assert!(!run.status.success(), "{}", run.output());
+    assert!(
+        run.stdout.contains(&format!(
+            "[FAIL] exchange \"{}\" does not exist in vhost \"/\"",
+            names.exchange
+        )),
+        "{}",
+        run.output()
+    );
+}
+
+#[tokio::test]
+async fn check_with_wrong_credentials_fails_without_printing_the_password() {
+    let names = OwnNames::new();
+    let wrong = BASE64.encode("guest:wr0ng-pa55word");
+    let settings = with(names.settings(), &[("AmqpAuthHeader", wrong.as_str())]);
+
+    let run = run_handler(&["check"], &settings, "").await;
+
+    assert!(!run.status.success());
+    assert!(
+        run.stdout
+            .contains("[FAIL] the broker refused the credentials of user \"guest\" (401 Login failed)"),
+        "{}",
+        run.output()
+    );
+    assert_no_secret(&run.output(), &["wr0ng-pa55word", &wrong]);
+}
+
+#[tokio::test]
+async fn check_reports_settings_that_do_not_parse() {
+    let run = run_handler(&["check"], &[], "").await;
+
+    assert!(!run.status.success());
+    assert!(
+        run.stdout.contains("[FAIL] settings: setting AmqpEndpoint is missing"),
+        "{}",
+        run.output()
+    );
+}

@@ -1,0 +1,65 @@
+//! The command line: `serve` is the default, and `auth-header` prints exactly
+//! what the AmqpAuthHeader setting takes.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+
+use crate::helpers::{TestApp, Topology, run_handler, settings_for, with};
+
+#[tokio::test]
+async fn serve_is_also_an_explicit_subcommand() {
+    let topology = Topology::declare().await;
+
+    let app = TestApp::try_start_with_args(&["serve"], &settings_for(&topology.endpoint()))
+        .await
+        .unwrap_or_else(|(status, output)| panic!("exited with {status}:\n{output}"));
+
+    let response = app.forward("/api/WebhookForwarder", "text/plain", b"served").await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(topology.take(1).await[0].payload, b"served");
+}
+
+#[tokio::test]
+async fn auth_header_prints_the_base64_of_user_and_password_from_piped_lines() {
+    let run = run_handler(&["auth-header"], &[], "someone\nhunter2 pw\n").await;
+
+    assert!(run.status.success(), "{}", run.output());
+    assert_eq!(run.stdout, format!("{}\n", BASE64.encode("someone:hunter2 pw")));
+    assert!(!run.output().contains("hunter2"), "{}", run.output());
+}
+
+#[tokio::test]
+async fn the_printed_auth_header_is_accepted_by_the_handler_and_the_broker() {
+    let topology = Topology::declare().await;
+    let run = run_handler(&["auth-header"], &[], "guest\nguest\n").await;
+    assert!(run.status.success(), "{}", run.output());
+
+    let settings = with(
+        settings_for(&topology.endpoint()),
+        &[("AmqpAuthHeader", run.stdout.trim())],
+    );
+    let app = TestApp::start(&settings).await;
+    let response = app
+        .forward("/api/WebhookForwarder", "text/plain", b"via auth-header")
+        .await;
+
+    assert_eq!(response.status(), 200);
+    assert_eq!(topology.take(1).await[0].payload, b"via auth-header");
+}
+
+#[tokio::test]
+async fn auth_header_without_a_password_fails_and_prints_no_header() {
+    let run = run_handler(&["auth-header"], &[], "guest\n").await;
+
+    assert!(!run.status.success());
+    assert_eq!(run.stdout, "");
+    assert!(run.stderr.contains("no password was given"), "{}", run.output());
+}
+
+#[tokio::test]
+async fn an_unknown_subcommand_is_a_usage_error() {
+    let run = run_handler(&["frobnicate"], &[], "").await;
+
+    assert_eq!(run.status.code(), Some(2), "{}", run.output());
+    assert!(run.stderr.contains("unrecognized subcommand"), "{}", run.output());
+}
