@@ -4,8 +4,8 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use crate::support::broker::{AMQP_URL, TestMessage, TestQueue};
-use crate::support::process::{Forwarder, Handler};
+use crate::support::broker::{AMQP_URL, SetUpNames, TestMessage, TestQueue};
+use crate::support::process::{Forwarder, Handler, run_to_end};
 use crate::support::target::{Seen, TestTarget};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -123,48 +123,69 @@ async fn method_query_content_type_and_body_reach_the_target_as_queued() {
     assert_eq!(seen.len(), 5);
 }
 
+/// The whole pipeline, each part the real binary: `handler setup
+/// --dead-letter` declares the topology, `handler` forwards webhooks onto it,
+/// `handler relay` delivers them, and dead-letters into setup's queue.
 #[tokio::test]
-async fn a_webhook_posted_to_the_forwarder_reaches_the_target_unchanged() {
-    let queue = TestQueue::with_dead_letter().await;
-    let forwarder = Forwarder::start(&queue).await;
-    let body = "old=101&new=102&name=Caf%C3%A9";
-    let answer = reqwest::Client::new()
-        .post(format!(
-            "{}/api/WebhookForwarder?type=product&code=fnKEY-secret&id=7",
-            forwarder.base
-        ))
-        .header("Content-Type", "application/x-www-form-urlencoded")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(answer.status(), 200, "{}", forwarder.process.output());
-    let target = TestTarget::accepting().await;
+async fn webhooks_go_from_the_forwarder_through_the_queue_to_the_target_or_the_dead_letter_queue() {
+    let names = SetUpNames::new();
+    let queue = &names.queue;
+    let (status, output) = run_to_end(&["setup", "--queue", &queue.name, "--dead-letter"], &names.settings()).await;
+    assert!(status.success(), "{output}");
+    let forwarder = Forwarder::start(&names.settings()).await;
+    let form = "application/x-www-form-urlencoded";
+    for (query, body) in [
+        ("type=product&code=fnKEY-secret&id=7", "old=101&new=102&name=Caf%C3%A9"),
+        ("type=product&code=fnKEY-secret&id=8", "doomed=1"),
+    ] {
+        let answer = forwarder.send(query, form, body).await;
+        assert_eq!(answer.status(), 200, "{}", forwarder.process.output());
+    }
+    let target = TestTarget::start(|seen| {
+        let status = if seen.body.starts_with(b"doomed") { 500 } else { 200 };
+        (Duration::ZERO, status)
+    })
+    .await;
 
     // Debug logs: a successful run prints no password either.
     let to = target.url("/webhook.php");
     let mut relay = Handler::spawn(
-        &["relay", "--queue", &queue.name, "--to", &to],
+        &[
+            "relay",
+            "--queue",
+            &queue.name,
+            "--to",
+            &to,
+            "--max-attempts",
+            "2",
+            "--retry-delay",
+            "20ms",
+        ],
         &[("AmqpUrl", AMQP_URL)],
         "debug",
     );
-    target
-        .wait_until(Duration::from_secs(30), "the webhook", |seen| !seen.is_empty())
-        .await;
+    relay.wait_for_output("dead-lettered=1", Duration::from_secs(30)).await;
     relay.stop().await;
+
+    let seen = target.seen();
+    let delivered: Vec<_> = seen.iter().filter(|s| s.accepted()).collect();
+    assert_eq!(delivered.len(), 1);
+    let request = delivered[0];
+    assert_eq!(request.method, "POST");
+    assert_eq!(request.path_and_query, "/webhook.php?type=product&id=7");
+    assert_eq!(request.header("content-type"), Some(form));
+    assert_eq!(request.body, "old=101&new=102&name=Caf%C3%A9".as_bytes());
+    assert!(!request.message_id().is_empty());
+    let dead = queue.take_dead_letters().await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].body, b"doomed=1");
+    assert_eq!(dead[0].header("x-http-query").as_deref(), Some("type=product&id=8"));
+    assert_eq!(
+        dead[0].header("x-relay-failure").as_deref(),
+        Some("the target answered HTTP 500 Internal Server Error")
+    );
+    assert_eq!(queue.depth().await, 0);
     let output = relay.output();
     assert!(output.contains("amqp://guest:***@127.0.0.1:5672/%2F"), "{output}");
     assert!(!output.contains("guest:guest"), "{output}");
-
-    let seen = target.seen();
-    assert_eq!(seen.len(), 1);
-    let request = &seen[0];
-    assert_eq!(request.method, "POST");
-    assert_eq!(request.path_and_query, "/webhook.php?type=product&id=7");
-    assert_eq!(
-        request.header("content-type"),
-        Some("application/x-www-form-urlencoded")
-    );
-    assert_eq!(request.body, body.as_bytes());
-    assert!(!request.message_id().is_empty());
 }

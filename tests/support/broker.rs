@@ -171,7 +171,8 @@ impl TestQueue {
         queue
     }
 
-    fn named() -> Self {
+    /// A fresh name; nothing declared.
+    pub fn named() -> Self {
         Self {
             name: format!("test-relay-{}", uuid::Uuid::new_v4().simple()),
         }
@@ -303,5 +304,66 @@ pub async fn close_connections_named(connection_name: &str) -> usize {
             "no connection named {connection_name:?}"
         );
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+/// Names for `handler setup` to declare (durable, never auto-deleted), and a
+/// guard that deletes what it declared when the test ends, passed or not.
+pub struct SetUpNames {
+    /// The exchange the forwarder publishes to.
+    pub exchange: String,
+    /// The queue, as a [`TestQueue`] for reading it back.
+    pub queue: TestQueue,
+}
+
+impl SetUpNames {
+    /// Fresh names nobody else uses.
+    pub fn new() -> Self {
+        let queue = TestQueue::named();
+        Self {
+            exchange: format!("{}.direct", queue.name),
+            queue,
+        }
+    }
+
+    /// The forwarder's settings for this exchange on the local broker.
+    pub fn settings(&self) -> Vec<(&'static str, String)> {
+        vec![
+            (
+                "AmqpEndpoint",
+                format!("http://127.0.0.1:15672/api/exchanges/%2F/{}/publish", self.exchange),
+            ),
+            ("AmqpAuthHeader", "Z3Vlc3Q6Z3Vlc3Q=".to_owned()),
+        ]
+    }
+}
+
+impl Drop for SetUpNames {
+    fn drop(&mut self) {
+        let dead_letter = self.queue.dead_letter();
+        let paths = [
+            format!("queues/%2F/{}", self.queue.name),
+            format!("queues/%2F/{dead_letter}"),
+            format!("exchanges/%2F/{}", self.exchange),
+            format!("exchanges/%2F/{dead_letter}"),
+        ];
+        // Drop cannot await: delete from a thread with a runtime of its own.
+        let cleanup = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let client = reqwest::Client::new();
+                for path in paths {
+                    let _ = client
+                        .delete(format!("http://127.0.0.1:15672/api/{path}"))
+                        .basic_auth("guest", Some("guest"))
+                        .send()
+                        .await;
+                }
+            });
+        });
+        let _ = cleanup.join();
     }
 }

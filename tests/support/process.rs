@@ -11,6 +11,14 @@ use tokio::process::{Child, Command};
 
 use super::broker::{AMQP_URL, TestQueue};
 
+/// Runs `handler <args>` to completion (setup, check) and returns its status and output.
+pub async fn run_to_end(args: &[&str], settings: &[(&str, String)]) -> (ExitStatus, String) {
+    let settings: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut handler = Handler::spawn(args, &settings, "info");
+    let status = handler.wait_for_exit(Duration::from_secs(60)).await;
+    (status, handler.output())
+}
+
 /// A running `handler` process and everything it printed.
 pub struct Handler {
     child: Child,
@@ -92,8 +100,7 @@ impl Handler {
     }
 }
 
-/// The forwarder, serving standalone on a free port and publishing to `queue`
-/// through the default exchange (routing key = queue name).
+/// The forwarder, serving standalone on a free port.
 pub struct Forwarder {
     /// The running process.
     pub process: Handler,
@@ -102,27 +109,17 @@ pub struct Forwarder {
 }
 
 impl Forwarder {
-    /// Starts the forwarder and waits until it answers.
-    pub async fn start(queue: &TestQueue) -> Self {
+    /// Starts the forwarder with these settings and waits until it answers.
+    pub async fn start(settings: &[(&str, String)]) -> Self {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port()
             .to_string();
-        let process = Handler::spawn(
-            &[],
-            &[
-                (
-                    "AmqpEndpoint",
-                    "http://127.0.0.1:15672/api/exchanges/%2F/amq.default/publish",
-                ),
-                ("AmqpAuthHeader", "Z3Vlc3Q6Z3Vlc3Q="),
-                ("AmqpRoutingKey", &queue.name),
-                ("FUNCTIONS_CUSTOMHANDLER_PORT", &port),
-            ],
-            "info",
-        );
+        let mut settings: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        settings.push(("FUNCTIONS_CUSTOMHANDLER_PORT", &port));
+        let process = Handler::spawn(&[], &settings, "info");
         let base = format!("http://127.0.0.1:{port}");
         for _ in 0..400 {
             if reqwest::get(&base).await.is_ok() {
@@ -131,6 +128,17 @@ impl Forwarder {
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
         panic!("forwarder not ready after 10 s:\n{}", process.output());
+    }
+
+    /// Sends a webhook as e-conomic does, with the function key in the query.
+    pub async fn send(&self, query: &str, content_type: &str, body: &str) -> reqwest::Response {
+        reqwest::Client::new()
+            .post(format!("{}/api/WebhookForwarder?{query}", self.base))
+            .header("Content-Type", content_type)
+            .body(body.to_owned())
+            .send()
+            .await
+            .unwrap()
     }
 }
 
