@@ -75,10 +75,17 @@ impl AmqpUrl {
     /// The URL as the AMQP client wants it: the only place the password leaves.
     pub(crate) fn to_lapin(&self) -> Result<AMQPUri, AmqpUrlError> {
         // amq-protocol's messages are fixed strings about the part at fault.
-        self.0
+        let mut uri: AMQPUri = self
+            .0
             .as_str()
             .parse()
-            .map_err(|e: String| AmqpUrlError::Invalid(e.replace(self.0.as_str(), &self.redacted())))
+            .map_err(|e: String| AmqpUrlError::Invalid(e.replace(self.0.as_str(), &self.redacted())))?;
+        // The client reads `amqp://host/` as the vhost "" (empty); the
+        // forwarder's AmqpUrl, CloudAMQP and everyone else read it as "/".
+        if matches!(self.0.path(), "" | "/") {
+            uri.vhost = "/".to_owned();
+        }
+        Ok(uri)
     }
 }
 
@@ -107,6 +114,21 @@ mod tests {
         assert_eq!(uri.vhost, "/");
         assert_eq!(uri.authority.userinfo.username, "guest");
         assert!(!url.is_tls());
+    }
+
+    #[test]
+    fn no_vhost_or_an_empty_one_means_the_default_vhost_as_for_the_forwarder() {
+        for raw in [
+            "amqp://guest:guest@127.0.0.1/",
+            "amqp://guest:guest@127.0.0.1",
+            "amqp://u:p@h/%2F",
+        ] {
+            let uri = AmqpUrl::parse(raw).unwrap().to_lapin().unwrap();
+            assert_eq!(uri.vhost, "/", "{raw}");
+            assert_eq!(uri.authority.port, 5672, "{raw}");
+        }
+        let named = AmqpUrl::parse("amqps://u:p@h/my%20vhost").unwrap().to_lapin().unwrap();
+        assert_eq!(named.vhost, "my vhost");
     }
 
     #[test]

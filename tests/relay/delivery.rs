@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use crate::support::broker::{AMQP_URL, SetUpNames, TestMessage, TestQueue};
+use crate::support::broker::{SetUpNames, TestMessage, TestQueue};
 use crate::support::process::{Forwarder, Handler, run_to_end};
 use crate::support::target::{Seen, TestTarget};
 
@@ -149,6 +149,8 @@ async fn webhooks_go_from_the_forwarder_through_the_queue_to_the_target_or_the_d
 
     // Debug logs: a successful run prints no password either.
     let to = target.url("/webhook.php");
+    let settings = names.settings();
+    let settings: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let mut relay = Handler::spawn(
         &[
             "relay",
@@ -161,7 +163,7 @@ async fn webhooks_go_from_the_forwarder_through_the_queue_to_the_target_or_the_d
             "--retry-delay",
             "20ms",
         ],
-        &[("AmqpUrl", AMQP_URL)],
+        &settings,
         "debug",
     );
     relay.wait_for_output("dead-lettered=1", Duration::from_secs(30)).await;
@@ -186,6 +188,6 @@ async fn webhooks_go_from_the_forwarder_through_the_queue_to_the_target_or_the_d
     );
     assert_eq!(queue.depth().await, 0);
     let output = relay.output();
-    assert!(output.contains("amqp://guest:***@127.0.0.1:5672/%2F"), "{output}");
+    assert!(output.contains("amqp://guest:***@127.0.0.1/"), "{output}");
     assert!(!output.contains("guest:guest"), "{output}");
 }

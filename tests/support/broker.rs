@@ -326,14 +326,12 @@ impl SetUpNames {
         }
     }
 
-    /// The forwarder's settings for this exchange on the local broker.
+    /// One `AmqpUrl` for every part (written as the README writes it: no
+    /// port, no vhost), and the exchange the forwarder publishes to.
     pub fn settings(&self) -> Vec<(&'static str, String)> {
         vec![
-            (
-                "AmqpEndpoint",
-                format!("http://127.0.0.1:15672/api/exchanges/%2F/{}/publish", self.exchange),
-            ),
-            ("AmqpAuthHeader", "Z3Vlc3Q6Z3Vlc3Q=".to_owned()),
+            ("AmqpUrl", "amqp://guest:guest@127.0.0.1/".to_owned()),
+            ("AmqpExchange", self.exchange.clone()),
         ]
     }
 }
