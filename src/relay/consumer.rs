@@ -264,8 +264,11 @@ async fn check_dead_letter_exchange(connection: &Connection, queue: &str) {
 
 /// Reads the queue depth (ready messages) for the progress lines, over a
 /// channel of its own so a failed read cannot close the consuming channel.
-async fn poll_depth(connection: Arc<Connection>, queue: String, shared: Arc<Shared>, every: Duration) {
+/// Twice per progress line (at most every 250 ms, at least every second), so
+/// the depth a line shows is at most half an interval old.
+async fn poll_depth(connection: Arc<Connection>, queue: String, shared: Arc<Shared>, progress: Duration) {
     let mut channel: Option<Channel> = None;
+    let every = (progress / 2).clamp(Duration::from_millis(250), Duration::from_secs(1));
     let mut ticks = tokio::time::interval(every);
     loop {
         ticks.tick().await;
