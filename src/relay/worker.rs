@@ -100,7 +100,6 @@ pub async fn relay(
 /// A concurrency slot first, then the pace: the pace's slot is taken only by
 /// a request that can start at once.
 async fn acquire<'a>(slots: &'a Semaphore, pace: &Pace) -> SemaphorePermit<'a> {
-    // The semaphore is never closed.
     let permit = slots
         .acquire()
         .await
