@@ -4,10 +4,11 @@
 //! A message flows: [`consumer`] (AMQP, reconnects) -> [`worker`] (one task
 //! per message) -> [`rate`] and the concurrency slots -> [`target`] (HTTP,
 //! request rebuilt by [`message`]) -> ack; or after failures [`retry`] ->
-//! [`dead_letter`]. [`progress`] prints what happened; [`options`] and
+//! [`dead_letter`]. [`attempts`] recognises repeats after a lost connection. [`progress`] prints what happened; [`options`] and
 //! [`amqp_url`] say what to do.
 
 pub mod amqp_url;
+pub mod attempts;
 pub mod consumer;
 pub mod dead_letter;
 pub mod message;
@@ -31,9 +32,9 @@ pub use amqp_url::{AmqpUrl, AmqpUrlError};
 pub use options::{RelayArgs, RelayOptions};
 pub use progress::Snapshot;
 
+use attempts::AttemptLog;
 use progress::Counters;
 use rate::Pace;
-use retry::AttemptLog;
 use target::Target;
 use worker::Shared;
 

@@ -26,7 +26,7 @@ pub struct Counters {
 /// The counts at one moment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Snapshot {
-    /// Messages the target took (2xx) and the broker got the ack for.
+    /// Messages the target answered 2xx (then acknowledged).
     pub delivered: u64,
     /// Failed attempts that were scheduled to be tried again.
     pub retried: u64,

@@ -1,18 +1,7 @@
 //! When a failed delivery is tried again, and when it is given up and moved
-//! to the dead-letter queue.
-//!
-//! Attempts are counted per relay process, by message id: a message that comes
-//! back after a lost connection (the broker requeues what was unacknowledged)
-//! carries on with its count, so the target sees `X-Webhook-Attempt: 2` for a
-//! repeat, not a second `1`. A restarted relay starts counting afresh.
+//! to the dead-letter queue. (What was tried so far is in [`super::attempts`].)
 
-use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::Duration;
-
-/// Most message ids remembered; past it the log starts over rather than grow
-/// without bound (ids of messages another consumer took never come back).
-const MAX_REMEMBERED: usize = 100_000;
 
 /// How often, and how patiently, a delivery is tried.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,54 +47,6 @@ fn jittered(delay: Duration) -> Duration {
     delay.mul_f64(0.5 + fastrand::f64() / 2.0)
 }
 
-/// Attempts made so far and the last failure, per message id.
-#[derive(Debug, Default)]
-pub struct AttemptLog {
-    entries: Mutex<HashMap<String, Record>>,
-}
-
-/// What the log knows about one message.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Record {
-    /// Attempts made (0 when the message is new).
-    pub attempts: u32,
-    /// Why the last attempt failed, if one did.
-    pub last_failure: Option<String>,
-}
-
-impl AttemptLog {
-    /// What earlier deliveries of this message did; nothing for a new message
-    /// or one without an id.
-    pub fn recall(&self, message_id: Option<&str>) -> Record {
-        let Some(id) = message_id else {
-            return Record::default();
-        };
-        self.lock().get(id).cloned().unwrap_or_default()
-    }
-
-    /// Remembers the latest state of a message still in play.
-    pub fn note(&self, message_id: Option<&str>, record: &Record) {
-        let Some(id) = message_id else { return };
-        let mut entries = self.lock();
-        if entries.len() >= MAX_REMEMBERED && !entries.contains_key(id) {
-            entries.clear();
-        }
-        entries.insert(id.to_owned(), record.clone());
-    }
-
-    /// Forgets a message that was acknowledged or dead-lettered.
-    pub fn forget(&self, message_id: Option<&str>) {
-        if let Some(id) = message_id {
-            self.lock().remove(id);
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Record>> {
-        // A panic while holding the lock leaves a map that is still valid.
-        self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,32 +88,5 @@ mod tests {
         assert!(matches!(policy.after_failure(2), Next::RetryAfter(_)));
         assert_eq!(policy.after_failure(3), Next::GiveUp);
         assert_eq!(self::policy(1).after_failure(1), Next::GiveUp);
-    }
-
-    #[test]
-    fn the_log_carries_attempts_over_until_forgotten() {
-        let log = AttemptLog::default();
-        assert_eq!(log.recall(Some("a")), Record::default());
-        let record = Record {
-            attempts: 2,
-            last_failure: Some("HTTP 500".to_owned()),
-        };
-        log.note(Some("a"), &record);
-        assert_eq!(log.recall(Some("a")), record);
-        log.forget(Some("a"));
-        assert_eq!(log.recall(Some("a")).attempts, 0);
-    }
-
-    #[test]
-    fn messages_without_id_are_not_remembered() {
-        let log = AttemptLog::default();
-        log.note(
-            None,
-            &Record {
-                attempts: 3,
-                last_failure: None,
-            },
-        );
-        assert_eq!(log.recall(None).attempts, 0);
     }
 }

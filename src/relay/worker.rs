@@ -19,11 +19,12 @@ use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
+use super::attempts::{AttemptLog, Record, Settled};
 use super::dead_letter::{DeadLetters, Reason};
 use super::message::Original;
 use super::progress::{Count, Counters};
 use super::rate::Pace;
-use super::retry::{AttemptLog, Next, Record, RetryPolicy};
+use super::retry::{Next, RetryPolicy};
 use super::target::Target;
 
 /// What every delivery task shares, for the whole life of the relay (across
@@ -39,7 +40,7 @@ pub struct Shared {
     pub slots: Semaphore,
     /// `--max-attempts` and the backoff.
     pub retry: RetryPolicy,
-    /// Attempts per message id, carried across redeliveries.
+    /// What happened to each message id, to recognise repeats.
     pub attempts: AttemptLog,
     /// What the progress lines show.
     pub counters: Counters,
@@ -60,6 +61,9 @@ pub async fn relay(
     let id = original.message_id.as_deref();
     let body = Bytes::from(std::mem::take(&mut delivery.data));
     let mut record = shared.attempts.recall(id);
+    if let Some(settled) = record.settled {
+        return acknowledge_repeat(&delivery, settled, id).await;
+    }
     loop {
         if record.attempts >= shared.retry.max_attempts {
             // Used up before a lost connection brought it back: do not try again.
@@ -77,7 +81,12 @@ pub async fn relay(
         let result = shared.target.deliver(&original, body.clone(), record.attempts).await;
         drop(slot);
         let failure = match result {
-            Ok(_) => return acknowledge(&delivery, &shared, id).await,
+            Ok(_) => {
+                record.settled = Some(Settled::Delivered);
+                shared.attempts.note(id, &record);
+                shared.counters.add(Count::Delivered);
+                return acknowledge(&delivery, id, "delivered").await;
+            }
             Err(failure) => failure.to_string(),
         };
         record.last_failure = Some(failure.clone());
@@ -108,23 +117,35 @@ async fn acquire<'a>(slots: &'a Semaphore, pace: &Pace) -> SemaphorePermit<'a> {
     permit
 }
 
-async fn acknowledge(delivery: &Delivery, shared: &Shared, id: Option<&str>) {
+/// Acknowledges a message that is settled (`what` happened to it). Its
+/// record is noted first: if the ack is lost with the connection, the repeat
+/// is recognised and acknowledged without another request.
+async fn acknowledge(delivery: &Delivery, id: Option<&str>, what: &str) {
     match delivery.acker.ack(BasicAckOptions::default()).await {
-        Ok(true) => {
-            shared.attempts.forget(id);
-            shared.counters.add(Count::Delivered);
-        }
-        // The target has it but the broker will deliver it again: the
-        // attempt log makes the repeat say so in `X-Webhook-Attempt`.
+        Ok(true) => {}
         Ok(false) => warn!(
             message_id = id,
-            "delivered, but the channel closed before the ack; it will be redelivered"
+            "{what}, but the channel closed before the ack; the broker will deliver it again"
         ),
         Err(e) => warn!(
             message_id = id,
-            "delivered, but the ack failed ({e}); it will be redelivered"
+            "{what}, but the ack failed ({e}); the broker will deliver it again"
         ),
     }
+}
+
+/// A message this relay already settled came back because its ack was lost:
+/// acknowledge it again, without sending it again.
+async fn acknowledge_repeat(delivery: &Delivery, settled: Settled, id: Option<&str>) {
+    let what = match settled {
+        Settled::Delivered => "already delivered",
+        Settled::DeadLettered => "already dead-lettered",
+    };
+    info!(
+        message_id = id,
+        "a repeat of a message {what} before the connection dropped; acknowledging it"
+    );
+    acknowledge(delivery, id, what).await;
 }
 
 async fn dead_letter(
@@ -165,23 +186,18 @@ async fn dead_letter(
             }
         }
     }
-    match delivery.acker.ack(BasicAckOptions::default()).await {
-        Ok(true) => {
-            shared.attempts.forget(id);
-            shared.counters.add(Count::DeadLettered);
-            warn!(
-                message_id = id,
-                attempts = reason.attempts,
-                exchange = dead_letters.exchange(),
-                "moved to the dead-letter queue: {}",
-                reason.failure
-            );
-        }
-        _ => warn!(
-            message_id = id,
-            "dead-lettered, but the ack did not reach the broker; it will be redelivered and dead-lettered again"
-        ),
-    }
+    let mut record = record.clone();
+    record.settled = Some(Settled::DeadLettered);
+    shared.attempts.note(id, &record);
+    shared.counters.add(Count::DeadLettered);
+    warn!(
+        message_id = id,
+        attempts = reason.attempts,
+        exchange = dead_letters.exchange(),
+        "moved to the dead-letter queue: {}",
+        reason.failure
+    );
+    acknowledge(delivery, id, "dead-lettered").await;
 }
 
 /// Returns the message to the queue, undelivered, for a later run.
