@@ -172,8 +172,11 @@ impl Session {
                 biased;
                 () = stop.cancelled() => break Ended::Stopped,
                 Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
-                    if let Err(e) = joined.map_err(|e| e.is_panic().then_some(e)) {
-                        error!("a delivery task panicked: {e:?}; its message returns to the queue when the channel closes");
+                    if let Err(e) = joined
+                        && e.is_panic()
+                    {
+                        // Its message stays unacknowledged until this channel closes.
+                        error!("a delivery task panicked: {e}");
                     }
                 }
                 next = self.consumer.next() => match next {

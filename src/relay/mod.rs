@@ -4,8 +4,9 @@
 //! A message flows: [`consumer`] (AMQP, reconnects) -> [`worker`] (one task
 //! per message) -> [`rate`] and the concurrency slots -> [`target`] (HTTP,
 //! request rebuilt by [`message`]) -> ack; or after failures [`retry`] ->
-//! [`dead_letter`]. [`attempts`] recognises repeats after a lost connection. [`progress`] prints what happened; [`options`] and
-//! [`amqp_url`] say what to do.
+//! [`dead_letter`]. [`attempts`] recognises repeats after a lost connection;
+//! [`progress`] prints what happened; [`options`] and [`amqp_url`] say what
+//! to do.
 
 pub mod amqp_url;
 pub mod attempts;
