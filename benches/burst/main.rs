@@ -113,6 +113,7 @@ async fn run_phase(mode: Mode, options: &Options, run: usize) -> Phase {
         &topology,
         handler.as_ref().map(|h| h.base.clone()),
         run_id.clone(),
+        options.requests,
     );
 
     let (samples, elapsed) = load::burst(&client, options.requests, options.concurrency, make).await;
@@ -134,17 +135,35 @@ async fn run_phase(mode: Mode, options: &Options, run: usize) -> Phase {
     phase
 }
 
-fn request_maker(mode: Mode, topology: &BenchTopology, base: Option<String>, run_id: String) -> Arc<MakeRequest> {
+/// Builds every request body before the burst starts, so the load
+/// generator's own work per request (which shares the two cores with the
+/// broker and the handler) is the same small clone in every mode.
+fn request_maker(
+    mode: Mode,
+    topology: &BenchTopology,
+    base: Option<String>,
+    run_id: String,
+    count: usize,
+) -> Arc<MakeRequest> {
+    let bodies: Vec<Bytes> = (0..count)
+        .map(|index| {
+            let body = webhooks::body(&run_id, index);
+            Bytes::from(match mode {
+                Mode::Direct => webhooks::publish_request(&body, index),
+                Mode::Forwarding => body,
+                Mode::Payload => webhooks::invocation(&body, index),
+            })
+        })
+        .collect();
     match mode {
         Mode::Direct => {
             let endpoint = topology.endpoint();
             Arc::new(move |client: &reqwest::Client, index| {
-                let body = webhooks::body(&run_id, index);
                 client
                     .post(&endpoint)
                     .basic_auth("guest", Some("guest"))
                     .header("content-type", "application/json")
-                    .body(webhooks::publish_request(&body, index))
+                    .body(bodies[index].clone())
             })
         }
         Mode::Forwarding => {
@@ -154,16 +173,15 @@ fn request_maker(mode: Mode, topology: &BenchTopology, base: Option<String>, run
                     .post(&url)
                     .header("content-type", "application/x-www-form-urlencoded")
                     .header("x-azure-functions-invocationid", format!("{run_id}-{index}"))
-                    .body(webhooks::body(&run_id, index))
+                    .body(bodies[index].clone())
             })
         }
         Mode::Payload => {
             let url = format!("{}/WebhookForwarder", base.unwrap());
             Arc::new(move |client: &reqwest::Client, index| {
-                let invocation = webhooks::invocation(&webhooks::body(&run_id, index), index);
                 // The host sends invocations chunked, without Content-Length.
                 let chunked =
-                    reqwest::Body::wrap_stream(stream::iter([Ok::<_, std::io::Error>(Bytes::from(invocation))]));
+                    reqwest::Body::wrap_stream(stream::iter([Ok::<_, std::io::Error>(bodies[index].clone())]));
                 client
                     .post(&url)
                     .header("content-type", "application/json; charset=utf-8")
@@ -202,7 +220,13 @@ async fn overload(options: &Options) {
     let handler = Handler::start(&topology.endpoint(), &[]).await;
     let client = load::client(options.overload_connections);
     let run_id = format!("overload-{}", uuid::Uuid::new_v4().simple());
-    let make = request_maker(Mode::Forwarding, &topology, Some(handler.base.clone()), run_id.clone());
+    let make = request_maker(
+        Mode::Forwarding,
+        &topology,
+        Some(handler.base.clone()),
+        run_id.clone(),
+        options.overload_requests,
+    );
     let (samples, elapsed) = load::burst(&client, options.overload_requests, options.overload_connections, make).await;
     let mut phase = Phase::from_samples("overload, forwarding mode", &samples, elapsed);
     phase.peak_rss_mib = Some(handler.peak_rss_mib());
