@@ -37,11 +37,12 @@ impl BenchTopology {
                 json!({ "type": "direct", "durable": true }),
             )
             .await;
+        // x-expires: an interrupted run's queue (and its messages) goes away within the hour.
         topology
             .call(
                 reqwest::Method::PUT,
                 &format!("queues/%2F/{}", topology.queue),
-                json!({ "durable": true }),
+                json!({ "durable": true, "arguments": { "x-expires": 3_600_000 } }),
             )
             .await;
         topology
