@@ -31,6 +31,18 @@ where
     Ok(collected.freeze())
 }
 
+/// Marks `response` as the connection's last: after a body that was not
+/// read to its end, the connection cannot carry another request. Without the
+/// header a client may reuse it in the instant before it is closed, and its
+/// next request then fails without an answer.
+pub fn closing_connection(mut response: warp::reply::Response) -> warp::reply::Response {
+    response.headers_mut().insert(
+        warp::http::header::CONNECTION,
+        warp::http::HeaderValue::from_static("close"),
+    );
+    response
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,7 +9,7 @@ use futures_util::Stream;
 use warp::http::{HeaderMap, Method, header};
 use warp::reply::Response;
 
-use super::body::read_limited;
+use super::body::{closing_connection, read_limited};
 use super::reply::CallerReply;
 use crate::admission::{Caller, SECRET_HEADER};
 use crate::error::ForwardError;
@@ -46,7 +46,7 @@ where
         Ok(body) => body,
         Err(failure) => {
             tracing::warn!("message {message_id} not queued: {failure}");
-            return CallerReply::failed(&failure, Some(&message_id)).into_response();
+            return closing_connection(CallerReply::failed(&failure, Some(&message_id)).into_response());
         }
     };
     let content_type = headers

@@ -10,7 +10,7 @@ use warp::Reply;
 use warp::http::{HeaderMap, StatusCode};
 use warp::reply::Response;
 
-use super::body::read_limited;
+use super::body::{closing_connection, read_limited};
 use super::reply::CallerReply;
 use crate::admission::{Caller, SECRET_HEADER};
 use crate::error::ForwardError;
@@ -31,9 +31,11 @@ where
             let too_large = ForwardError::BodyTooLarge {
                 limit: forwarder.max_body_bytes(),
             };
-            return answer_host(StatusCode::OK, &too_large, invocation_id);
+            return closing_connection(answer_host(StatusCode::OK, &too_large, invocation_id));
         }
-        Err(unreadable) => return answer_host(StatusCode::BAD_REQUEST, &unreadable, invocation_id),
+        Err(unreadable) => {
+            return closing_connection(answer_host(StatusCode::BAD_REQUEST, &unreadable, invocation_id));
+        }
     };
     let parsed = InvocationRequest::parse(&json).and_then(|request| {
         let request = request.data.req;

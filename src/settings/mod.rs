@@ -40,7 +40,9 @@ pub struct Settings {
     /// How long in-flight requests may take to finish after SIGTERM.
     pub shutdown_grace: Duration,
     /// How long a connection may take to send a request's headers (or idle
-    /// between requests) before it is closed.
+    /// between requests) before it is closed. Longer than the idle timeout of
+    /// clients' connection pools (.NET: 1 min, reqwest: 90 s), so a client
+    /// does not reuse a connection at the instant the server closes it.
     pub header_read_timeout: Duration,
     /// Optional source checks (allow-list, shared secret); off by default.
     pub admission: Admission,
@@ -94,7 +96,7 @@ impl Settings {
             broker,
             limits,
             shutdown_grace: duration_or("ShutdownGrace", get("ShutdownGrace"), "10s")?,
-            header_read_timeout: duration_or("HeaderReadTimeout", get("HeaderReadTimeout"), "30s")?,
+            header_read_timeout: duration_or("HeaderReadTimeout", get("HeaderReadTimeout"), "2m")?,
             admission: Admission {
                 allowed_networks: get("AllowedSourceNetworks")
                     .map(|raw| admission::parse_networks(&raw))

@@ -80,6 +80,8 @@ async fn a_chunked_body_over_the_limit_is_413_and_not_queued() {
     let at = app.forward("/api/WebhookForwarder", "text/plain", &[b'y'; 1024]).await;
 
     assert_eq!(over.status(), 413);
+    // The rest of the body was never read: the connection must not be reused.
+    assert_eq!(over.headers()["connection"], "close");
     assert_eq!(at.status(), 200);
     let messages = topology.take(1).await;
     assert_eq!(messages.len(), 1);
