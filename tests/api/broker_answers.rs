@@ -3,10 +3,12 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use reqwest::Method;
 use serde_json::json;
 
 use crate::helpers::{
-    MANAGEMENT, TestApp, Topology, assert_no_secret, caller_response, host_envelope, settings_for, with,
+    MANAGEMENT, TestApp, Topology, assert_no_secret, caller_response, get_messages_in, host_envelope, management_send,
+    settings_for, with,
 };
 
 #[tokio::test]
@@ -100,65 +102,35 @@ async fn a_vhost_connection_limit_is_waited_out_not_reported_as_bad_credentials(
     // vhost connection limit (CloudAMQP's free plan has one) refuses some with
     // 401 "Access refused." under a burst.
     let vhost = format!("limited-{}", uuid::Uuid::new_v4().simple());
-    let api = |path: String| format!("{MANAGEMENT}/api/{path}");
-    let client = reqwest::Client::new();
-    let put = |path: String, body: serde_json::Value| {
-        client
-            .put(api(path))
-            .basic_auth("guest", Some("guest"))
-            .json(&body)
-            .send()
-    };
-    assert!(
-        put(format!("vhosts/{vhost}"), json!({}))
-            .await
-            .unwrap()
-            .status()
-            .is_success()
-    );
-    assert!(
-        put(
+    let declarations = [
+        (Method::PUT, format!("vhosts/{vhost}"), json!({})),
+        (
+            Method::PUT,
             format!("permissions/{vhost}/guest"),
-            json!({ "configure": ".*", "write": ".*", "read": ".*" })
-        )
-        .await
-        .unwrap()
-        .status()
-        .is_success()
-    );
-    assert!(
-        put(format!("vhost-limits/{vhost}/max-connections"), json!({ "value": 1 }))
-            .await
-            .unwrap()
-            .status()
-            .is_success()
-    );
-    assert!(
-        put(
+            json!({ "configure": ".*", "write": ".*", "read": ".*" }),
+        ),
+        (
+            Method::PUT,
+            format!("vhost-limits/{vhost}/max-connections"),
+            json!({ "value": 1 }),
+        ),
+        (
+            Method::PUT,
             format!("exchanges/{vhost}/ex"),
-            json!({ "type": "direct", "durable": true })
-        )
-        .await
-        .unwrap()
-        .status()
-        .is_success()
-    );
-    assert!(
-        put(format!("queues/{vhost}/q"), json!({ "durable": true }))
-            .await
-            .unwrap()
-            .status()
-            .is_success()
-    );
-    let bound = client
-        .post(api(format!("bindings/{vhost}/e/ex/q/q")))
-        .basic_auth("guest", Some("guest"))
-        .json(&json!({ "routing_key": "webhook" }))
-        .send()
-        .await
-        .unwrap();
-    assert!(bound.status().is_success());
-    let endpoint = api(format!("exchanges/{vhost}/ex/publish"));
+            json!({ "type": "direct", "durable": true }),
+        ),
+        (Method::PUT, format!("queues/{vhost}/q"), json!({ "durable": true })),
+        (
+            Method::POST,
+            format!("bindings/{vhost}/e/ex/q/q"),
+            json!({ "routing_key": "webhook" }),
+        ),
+    ];
+    for (method, path, body) in declarations {
+        let status = management_send(method, &path, Some(&body)).await;
+        assert!((200..300).contains(&status), "{path}: {status}");
+    }
+    let endpoint = format!("{MANAGEMENT}/api/exchanges/{vhost}/ex/publish");
     let app = TestApp::start(&with(settings_for(&endpoint), &[("PublishConcurrency", "8")])).await;
 
     let app = &app;
@@ -169,21 +141,8 @@ async fn a_vhost_connection_limit_is_waited_out_not_reported_as_bad_credentials(
             .status()
     }))
     .await;
-    let queued: Vec<serde_json::Value> = client
-        .post(api(format!("queues/{vhost}/q/get")))
-        .basic_auth("guest", Some("guest"))
-        .json(&json!({ "count": 100, "ackmode": "ack_requeue_false", "encoding": "auto" }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let _ = client
-        .delete(api(format!("vhosts/{vhost}")))
-        .basic_auth("guest", Some("guest"))
-        .send()
-        .await;
+    let queued = get_messages_in(&vhost, "q", 100, "ack_requeue_false").await;
+    management_send(Method::DELETE, &format!("vhosts/{vhost}"), None).await;
 
     assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}\n{}", app.output());
     assert!(!app.output().contains("refused the credentials"), "{}", app.output());

@@ -4,6 +4,9 @@
 // Shared by the `api` and `broker_restart` test binaries; each uses a part.
 #![allow(dead_code)]
 
+#[path = "../common/mod.rs"]
+mod common;
+
 use std::net::{SocketAddr, TcpListener};
 use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
@@ -14,7 +17,6 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 use futures_util::stream;
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 /// The local broker's management API (the test command enables it).
@@ -246,8 +248,8 @@ impl TestApp {
             .kill_on_drop(true);
         let mut child = command.spawn().expect("the handler binary starts");
         let output = Arc::new(Mutex::new(String::new()));
-        collect_lines(child.stdout.take().unwrap(), output.clone(), "");
-        collect_lines(child.stderr.take().unwrap(), output.clone(), "stderr: ");
+        common::collect_lines(child.stdout.take().unwrap(), output.clone(), "");
+        common::collect_lines(child.stderr.take().unwrap(), output.clone(), "stderr: ");
         let app = Self {
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
             child,
@@ -360,22 +362,6 @@ pub fn with(mut settings: Vec<(String, String)>, extra: &[(&str, &str)]) -> Vec<
         settings.push(((*key).to_owned(), (*value).to_owned()));
     }
     settings
-}
-
-fn collect_lines(
-    pipe: impl tokio::io::AsyncRead + Unpin + Send + 'static,
-    into: Arc<Mutex<String>>,
-    prefix: &'static str,
-) {
-    tokio::spawn(async move {
-        let mut lines = BufReader::new(pipe).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            let mut output = into.lock().unwrap();
-            output.push_str(prefix);
-            output.push_str(&line);
-            output.push('\n');
-        }
-    });
 }
 
 fn free_port() -> u16 {
@@ -541,29 +527,12 @@ impl OwnNames {
 
 impl Drop for OwnNames {
     fn drop(&mut self) {
-        let paths = vec![
+        common::delete_now(vec![
             format!("queues/%2F/{}", self.queue),
             format!("queues/%2F/{}", self.dead_letter()),
             format!("exchanges/%2F/{}", self.exchange),
             format!("exchanges/%2F/{}", self.dead_letter()),
-        ];
-        // Drop cannot await: delete from a thread with its own runtime.
-        let cleanup = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async {
-                for path in paths {
-                    let _ = management()
-                        .delete(format!("{MANAGEMENT}/api/{path}"))
-                        .basic_auth("guest", Some("guest"))
-                        .send()
-                        .await;
-                }
-            });
-        });
-        let _ = cleanup.join();
+        ]);
     }
 }
 
@@ -590,11 +559,16 @@ pub async fn management_send(method: reqwest::Method, path: &str, body: Option<&
     request.send().await.unwrap().status().as_u16()
 }
 
-/// Gets up to `count` messages off `queue` with `ackmode` (e.g.
-/// `ack_requeue_false`, `reject_requeue_false`), payloads as text.
+/// Gets up to `count` messages off `queue` (default vhost) with `ackmode`
+/// (e.g. `ack_requeue_false`, `reject_requeue_false`), payloads as text.
 pub async fn get_messages(queue: &str, count: usize, ackmode: &str) -> Vec<Value> {
+    get_messages_in("%2F", queue, count, ackmode).await
+}
+
+/// [`get_messages`] in another (percent-encoded) vhost.
+pub async fn get_messages_in(vhost: &str, queue: &str, count: usize, ackmode: &str) -> Vec<Value> {
     let response = management()
-        .post(format!("{MANAGEMENT}/api/queues/%2F/{queue}/get"))
+        .post(format!("{MANAGEMENT}/api/queues/{vhost}/{queue}/get"))
         .basic_auth("guest", Some("guest"))
         .json(&json!({ "count": count, "ackmode": ackmode, "encoding": "auto" }))
         .send()

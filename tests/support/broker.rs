@@ -339,29 +339,11 @@ impl SetUpNames {
 impl Drop for SetUpNames {
     fn drop(&mut self) {
         let dead_letter = self.queue.dead_letter();
-        let paths = [
+        super::common::delete_now(vec![
             format!("queues/%2F/{}", self.queue.name),
             format!("queues/%2F/{dead_letter}"),
             format!("exchanges/%2F/{}", self.exchange),
             format!("exchanges/%2F/{dead_letter}"),
-        ];
-        // Drop cannot await: delete from a thread with a runtime of its own.
-        let cleanup = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async {
-                let client = reqwest::Client::new();
-                for path in paths {
-                    let _ = client
-                        .delete(format!("http://127.0.0.1:15672/api/{path}"))
-                        .basic_auth("guest", Some("guest"))
-                        .send()
-                        .await;
-                }
-            });
-        });
-        let _ = cleanup.join();
+        ]);
     }
 }

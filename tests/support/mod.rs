@@ -5,6 +5,8 @@
 #![allow(dead_code)]
 
 pub mod broker;
+#[path = "../common/mod.rs"]
+pub mod common;
 pub mod process;
 pub mod target;
 

@@ -6,7 +6,6 @@ use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 use super::broker::{AMQP_URL, TestQueue};
@@ -49,8 +48,8 @@ impl Handler {
             .kill_on_drop(true);
         let mut child = command.spawn().expect("the handler binary starts");
         let output = Arc::new(Mutex::new(String::new()));
-        collect_lines(child.stdout.take().unwrap(), output.clone(), "");
-        collect_lines(child.stderr.take().unwrap(), output.clone(), "stderr: ");
+        super::common::collect_lines(child.stdout.take().unwrap(), output.clone(), "");
+        super::common::collect_lines(child.stderr.take().unwrap(), output.clone(), "stderr: ");
         Self { child, output }
     }
 
@@ -140,20 +139,4 @@ impl Forwarder {
             .await
             .unwrap()
     }
-}
-
-fn collect_lines(
-    pipe: impl tokio::io::AsyncRead + Unpin + Send + 'static,
-    into: Arc<Mutex<String>>,
-    prefix: &'static str,
-) {
-    tokio::spawn(async move {
-        let mut lines = BufReader::new(pipe).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            let mut output = into.lock().unwrap();
-            output.push_str(prefix);
-            output.push_str(&line);
-            output.push('\n');
-        }
-    });
 }
