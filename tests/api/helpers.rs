@@ -338,12 +338,7 @@ impl TestApp {
 
     /// Sends SIGTERM, as the host or a container runtime does.
     pub fn terminate(&self) {
-        let pid = self.child.id().expect("still running");
-        let status = std::process::Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
+        common::terminate(&self.child);
     }
 
     /// Waits for the process to exit (at most 30 s) and returns its status.

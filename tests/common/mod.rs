@@ -47,3 +47,13 @@ pub fn delete_now(paths: Vec<String>) {
     });
     let _ = cleanup.join();
 }
+
+/// Sends SIGTERM to `child`, as the Functions host, systemd or a container runtime does.
+pub fn terminate(child: &tokio::process::Child) {
+    let pid = child.id().expect("still running");
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}

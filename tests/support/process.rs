@@ -73,12 +73,7 @@ impl Handler {
 
     /// Sends SIGTERM, as systemd, a container runtime or the Functions host does.
     pub fn terminate(&self) {
-        let pid = self.child.id().expect("still running");
-        let status = std::process::Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
+        super::common::terminate(&self.child);
     }
 
     /// Waits for the process to exit (at most `limit`) and lets the output drain.
