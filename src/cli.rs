@@ -4,8 +4,8 @@
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::broker::topology::{DEFAULT_QUEUE, DEFAULT_TTL_DAYS, MAX_TTL_DAYS};
 use crate::relay::RelayArgs;
-use crate::topology::{DEFAULT_QUEUE, DEFAULT_TTL_DAYS, MAX_TTL_DAYS};
 
 /// Queues every e-conomic webhook on RabbitMQ. Settings come from the
 /// environment (Azure app settings): AmqpUrl, or AmqpEndpoint and AmqpAuthHeader.

@@ -6,14 +6,12 @@
 // Test code: a panic is a failed test.
 #![allow(clippy::unwrap_used)]
 
-#[path = "api/helpers.rs"]
-mod helpers;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use helpers::{TestApp, Topology};
+use test_support::broker::{BrokerOutage, Topology};
+use test_support::process::Served;
 
 /// Webhooks in the burst; `RESTART_WEBHOOKS` raises it for the long run
 /// (`scripts/reliability`).
@@ -25,39 +23,11 @@ fn webhooks() -> usize {
 }
 const CONCURRENCY: usize = 32;
 
-/// Runs `rabbitmqctl start_app` when dropped, so a failing test never leaves
-/// the shared broker stopped.
-struct RestartGuard;
-
-impl Drop for RestartGuard {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("rabbitmqctl").arg("start_app").output();
-    }
-}
-
-fn rabbitmqctl(action: &str) {
-    let output = std::process::Command::new("rabbitmqctl").arg(action).output().unwrap();
-    assert!(
-        output.status.success(),
-        "rabbitmqctl {action}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
-async fn management_is_up() -> bool {
-    reqwest::Client::new()
-        .get(format!("{}/api/overview", helpers::MANAGEMENT))
-        .basic_auth("guest", Some("guest"))
-        .send()
-        .await
-        .is_ok_and(|r| r.status().is_success())
-}
-
 #[tokio::test]
 async fn a_broker_restart_mid_burst_loses_no_acknowledged_webhook() {
     let total = webhooks();
-    let topology = Topology::declare_permanent().await;
-    let app = Arc::new(TestApp::for_topology(&topology, &[]).await);
+    let topology = Topology::declare().await;
+    let app = Arc::new(Served::start(&topology.settings()).await);
     let answered = Arc::new(AtomicUsize::new(0));
     let next = Arc::new(AtomicUsize::new(0));
 
@@ -92,17 +62,12 @@ async fn a_broker_restart_mid_burst_loses_no_acknowledged_webhook() {
     while answered.load(Ordering::Relaxed) < total / 10 {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let guard = RestartGuard;
-    let outage = Instant::now();
-    tokio::task::spawn_blocking(|| rabbitmqctl("stop_app")).await.unwrap();
+    let stopped = Instant::now();
+    let outage = BrokerOutage::begin().await;
     let answered_at_stop = answered.load(Ordering::Relaxed);
     tokio::time::sleep(Duration::from_secs(2)).await;
-    tokio::task::spawn_blocking(|| rabbitmqctl("start_app")).await.unwrap();
-    while !management_is_up().await {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let outage = outage.elapsed();
-    drop(guard);
+    outage.end().await;
+    let outage = stopped.elapsed();
 
     let mut results = Vec::new();
     for sender in senders {
@@ -118,8 +83,8 @@ async fn a_broker_restart_mid_burst_loses_no_acknowledged_webhook() {
 
     let mut queued = topology.take(ok.len()).await;
     // A publish retried after a lost confirm can be on the queue twice.
-    queued.extend(topology.take_all_now().await);
-    let bodies: std::collections::HashSet<Vec<u8>> = queued.iter().map(|m| m.payload.clone()).collect();
+    queued.extend(topology.take_all().await);
+    let bodies: std::collections::HashSet<Vec<u8>> = queued.iter().map(|m| m.body.clone()).collect();
     let lost: Vec<usize> = ok
         .iter()
         .copied()
@@ -138,7 +103,7 @@ async fn a_broker_restart_mid_burst_loses_no_acknowledged_webhook() {
         slowest.as_secs_f64()
     );
 
-    let output = app.output();
+    let output = app.process.output();
     let failures: std::collections::BTreeSet<&str> = output
         .lines()
         .filter(|l| l.contains("not queued"))
@@ -163,6 +128,5 @@ async fn a_broker_restart_mid_burst_loses_no_acknowledged_webhook() {
         .forward("/api/WebhookForwarder", "text/plain", b"after the restart")
         .await;
     assert_eq!(after.status(), 200);
-    assert_eq!(topology.take(1).await[0].payload, b"after the restart");
-    topology.delete().await;
+    assert_eq!(topology.take(1).await[0].body, b"after the restart");
 }

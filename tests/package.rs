@@ -8,14 +8,13 @@
 // Test code: a panic is a failed test.
 #![allow(clippy::unwrap_used)]
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-
-const MANAGEMENT: &str = "http://127.0.0.1:15672";
+use test_support::broker::Topology;
+use test_support::process::{Handler, Served};
 
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -32,47 +31,30 @@ fn run(command: &mut Command) -> Output {
     output
 }
 
-/// The unpacked `handler` with the local broker's settings and `exchange`.
-fn handler(dir: &Path, exchange: &str) -> Command {
-    let mut command = Command::new(dir.join("handler"));
-    command
-        .current_dir(dir)
-        .env_clear()
-        .env("AmqpUrl", "amqp://guest:guest@127.0.0.1/")
-        .env("AmqpExchange", exchange);
-    command
-}
+/// Removes the unpacked package, pass or fail.
+struct Unpacked(PathBuf);
 
-/// Kills the served handler and deletes the test's broker objects, pass or fail.
-struct Cleanup {
-    dir: PathBuf,
-    exchange: String,
-    queue: String,
-    child: Option<std::process::Child>,
-}
-
-impl Drop for Cleanup {
+impl Drop for Unpacked {
     fn drop(&mut self) {
-        if let Some(child) = &mut self.child {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-        for path in [
-            format!("queues/%2F/{}", self.queue),
-            format!("exchanges/%2F/{}", self.exchange),
-        ] {
-            let _ = Command::new("curl")
-                .args(["-s", "-o", "/dev/null", "-u", "guest:guest", "-X", "DELETE"])
-                .arg(format!("{MANAGEMENT}/api/{path}"))
-                .status();
-        }
+        let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// Runs the unpacked `handler <args>` to its end and asserts it succeeded.
+async fn run_unpacked(binary: &Path, args: &[&str], topology: &Topology) {
+    let mut handler = Handler::spawn_program(binary, args, &topology.amqp_url_settings(), "info");
+    let status = handler.wait_for_exit(Duration::from_secs(60)).await;
+    assert!(status.success(), "handler {args:?}: {status}\n{}", handler.output());
 }
 
 #[tokio::test]
 async fn the_packaged_handler_runs_when_unpacked_and_queues_a_webhook() {
-    run(Command::new(repo().join("scripts/package")).current_dir(repo()));
+    // Its output goes straight to the terminal: the release build takes minutes.
+    let built = Command::new(repo().join("scripts/package"))
+        .current_dir(repo())
+        .status()
+        .expect("scripts/package starts");
+    assert!(built.success(), "scripts/package failed: {built}");
     let zip = repo().join("dist/functionapp.zip");
 
     // Exactly the three files, the executable bit kept, nothing secret.
@@ -98,65 +80,33 @@ async fn the_packaged_handler_runs_when_unpacked_and_queues_a_webhook() {
         "{listing}"
     );
 
-    let id = uuid::Uuid::new_v4().simple().to_string();
-    let mut cleanup = Cleanup {
-        dir: std::env::temp_dir().join(format!("functionapp-{id}")),
-        exchange: format!("test-package-{id}.direct"),
-        queue: format!("test-package-{id}"),
-        child: None,
-    };
-    run(Command::new("unzip").arg("-q").arg(&zip).arg("-d").arg(&cleanup.dir));
-    let host_json: Value = serde_json::from_slice(&std::fs::read(cleanup.dir.join("host.json")).unwrap()).unwrap();
+    let unpacked = Unpacked(std::env::temp_dir().join(format!("functionapp-{}", uuid::Uuid::new_v4().simple())));
+    run(Command::new("unzip").arg("-q").arg(&zip).arg("-d").arg(&unpacked.0));
+    let host_json: Value = serde_json::from_slice(&std::fs::read(unpacked.0.join("host.json")).unwrap()).unwrap();
     assert_eq!(
         host_json["customHandler"]["description"]["defaultExecutablePath"],
         "handler"
     );
+    let binary = unpacked.0.join("handler");
 
-    run(handler(&cleanup.dir, &cleanup.exchange).args(["setup", "--queue", &cleanup.queue]));
-    run(handler(&cleanup.dir, &cleanup.exchange).arg("check"));
+    let topology = Topology::names();
+    run_unpacked(&binary, &["setup", "--queue", &topology.queue], &topology).await;
+    run_unpacked(&binary, &["check"], &topology).await;
 
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    cleanup.child = Some(
-        handler(&cleanup.dir, &cleanup.exchange)
-            .env("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
-    let mut health = None;
-    for _ in 0..400 {
-        if let Ok(response) = client.get(format!("{base}/")).send().await {
-            health = Some(response);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    let health = health.expect("the unpacked handler answers GET / within 10 s");
+    let served = Served::start_program(&binary, &[], &topology.amqp_url_settings())
+        .await
+        .unwrap_or_else(|(status, output)| panic!("the unpacked handler exited with {status}:\n{output}"));
+    let health = served.request(reqwest::Method::GET, "/").send().await.unwrap();
     assert_eq!(health.status(), 200);
     assert_eq!(health.json::<Value>().await.unwrap(), json!({"status": "ok"}));
-
-    let webhook = client
-        .post(format!("{base}/api/WebhookForwarder?type=product"))
+    let webhook = served
+        .request(reqwest::Method::POST, "/api/WebhookForwarder?type=product")
         .header("Content-Type", "application/x-www-form-urlencoded")
         .body("old=101&new=101")
         .send()
         .await
         .unwrap();
     assert_eq!(webhook.status(), 200);
-    let queued: Vec<Value> = client
-        .post(format!("{MANAGEMENT}/api/queues/%2F/{}/get", cleanup.queue))
-        .basic_auth("guest", Some("guest"))
-        .json(&json!({"count": 1, "ackmode": "ack_requeue_false", "encoding": "auto"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(queued[0]["payload"], "old=101&new=101");
+    let queued = topology.take(1).await;
+    assert_eq!(queued[0].body, b"old=101&new=101");
 }

@@ -12,8 +12,8 @@ use bytes::Bytes;
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
-use webhook_forwarder::host::invocation::InvocationRequest;
-use webhook_forwarder::publisher::message::{Envelope, publish_body};
+use webhook_forwarder::broker::message::{Envelope, publish_body};
+use webhook_forwarder::intake::host::invocation::InvocationRequest;
 use webhook_forwarder::webhook::{Webhook, strip_function_key};
 
 const ENVELOPE: Envelope<'static> = Envelope {

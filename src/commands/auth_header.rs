@@ -4,8 +4,8 @@
 
 use std::io::{BufRead, IsTerminal, Write};
 
+use crate::broker::http::encode_credentials;
 use crate::secret::Secret;
-use crate::settings::broker::encode_credentials;
 
 /// Why no header was printed. Never holds what was typed.
 #[derive(Debug, thiserror::Error)]

@@ -3,11 +3,11 @@
 //! exist, and a durable queue is bound for the routing key. Prints a
 //! checklist; succeeds only when a publish would be routed and persisted.
 
+use crate::broker::management::ManagementApi;
+use crate::broker::management::wire::{BindingInfo, ExchangeInfo};
+use crate::broker::topology::{ExchangeKind, describe_queue};
 use crate::cli::CheckArgs;
-use crate::management::ManagementApi;
-use crate::management::wire::{BindingInfo, ExchangeInfo};
 use crate::settings::{BrokerSettings, Settings};
-use crate::topology::{ExchangeKind, describe_queue};
 
 /// The check found a problem; the checklist above says which and what to do.
 #[derive(Debug, thiserror::Error)]
@@ -50,7 +50,7 @@ pub async fn run(args: CheckArgs) -> Result<(), CheckFailed> {
         "settings parse: publishing to exchange {:?} in vhost {:?} with routing key {:?} at {}",
         broker.endpoint.exchange, broker.endpoint.vhost, broker.routing_key, broker.endpoint.url
     ));
-    let api = match ManagementApi::new(broker, settings.limits.attempt_timeout) {
+    let api = match ManagementApi::new(&broker.endpoint, &broker.credentials, settings.limits.attempt_timeout) {
         Ok(api) => api,
         Err(e) => {
             list.fail(&e.to_string());

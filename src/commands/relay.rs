@@ -2,8 +2,8 @@
 //! [`crate::relay`]); here only the options are completed from the
 //! environment and the run is tied to SIGTERM and Ctrl-C.
 
+use crate::intake::startup;
 use crate::relay::{self, RelayArgs, RelayError, RelayOptions, options::OptionsError};
-use crate::startup;
 
 /// Why the relay stopped with an error.
 #[derive(Debug, thiserror::Error)]

@@ -1,7 +1,7 @@
 //! `handler` / `handler serve`: read the settings, bind, serve until SIGTERM.
 
+use crate::intake::startup::{self, StartupError};
 use crate::settings::{Settings, SettingsError};
-use crate::startup::{self, StartupError};
 
 /// Why the handler could not serve.
 #[derive(Debug, thiserror::Error)]

@@ -5,10 +5,10 @@
 
 use std::time::Duration;
 
+use crate::broker::management::{Declared, ManagementApi, ManagementError};
+use crate::broker::topology::{self, Declaration, QueueOptions};
 use crate::cli::SetupArgs;
-use crate::management::{Declared, ManagementApi, ManagementError};
 use crate::settings::{BrokerSettings, Settings, SettingsError};
-use crate::topology::{self, Declaration, QueueOptions};
 
 /// Why setup stopped. Objects declared before the failure stay; running
 /// setup again after the fix finishes the job.
@@ -56,7 +56,7 @@ pub async fn run(args: SetupArgs) -> Result<(), SetupError> {
 
 /// Declares what [`topology::plan`] lists for `broker`'s exchange and routing key.
 pub async fn setup(broker: &BrokerSettings, timeout: Duration, options: &QueueOptions) -> Result<(), SetupError> {
-    let api = ManagementApi::new(broker, timeout)?;
+    let api = ManagementApi::new(&broker.endpoint, &broker.credentials, timeout)?;
     println!(
         "setup: management API {} as user {:?}, vhost {:?}",
         api.base(),

@@ -24,9 +24,10 @@ use tokio_util::task::AbortOnDropHandle;
 use tracing::{error, info, warn};
 
 use super::RelayError;
-use super::dead_letter::{self, DeadLetters, is_not_found};
+use super::dead_letter::{DeadLetters, is_not_found};
 use super::options::RelayOptions;
 use super::worker::{self, Shared};
+use crate::broker::topology::dead_letter_name;
 
 /// How long one connection attempt may take (TCP, TLS and the AMQP handshake).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -99,20 +100,17 @@ struct Session {
 impl Session {
     async fn open(options: &RelayOptions, shared: &Shared) -> Result<Self, RelayError> {
         let url = &options.amqp_url;
-        let amqp = |source: lapin::Error| RelayError::Amqp {
-            url: url.redacted(),
-            source,
-        };
+        let amqp = |source: lapin::Error| RelayError::from_amqp(url, &source);
         // Named after the queue, so the management UI tells relays apart.
         let name = format!("webhook-relay: {}", options.queue);
         let properties = ConnectionProperties::default().with_connection_name(name.into());
-        let uri = url.to_lapin()?;
+        let uri = url.lapin_uri()?;
         let connection = match tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect_uri(uri, properties)).await {
             Ok(Ok(connection)) => Arc::new(connection),
             Ok(Err(source)) => return Err(amqp(source)),
             Err(_) => {
                 return Err(RelayError::ConnectTimeout {
-                    url: url.redacted(),
+                    url: url.to_string(),
                     after: CONNECT_TIMEOUT,
                 });
             }
@@ -237,7 +235,7 @@ impl Session {
 /// Warns at start-up when the dead-letter exchange is missing: the relay runs
 /// anyway, and keeps exhausted messages unacknowledged until it exists.
 async fn check_dead_letter_exchange(connection: &Connection, queue: &str) {
-    let exchange = dead_letter::exchange_for(queue);
+    let exchange = dead_letter_name(queue);
     // A failed passive declare closes its channel: use a throwaway one.
     let Ok(channel) = connection.create_channel().await else {
         return;

@@ -15,17 +15,14 @@ use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{BasicProperties, Channel, Connection, ErrorKind};
 use tokio::sync::Mutex;
 
+use crate::broker::topology::dead_letter_name;
+
 /// Header stating why the last attempt failed.
 pub const FAILURE_HEADER: &str = "x-relay-failure";
 /// Header stating how many attempts were made.
 pub const ATTEMPTS_HEADER: &str = "x-relay-attempts";
 /// Header naming the queue the message was taken from.
 pub const QUEUE_HEADER: &str = "x-relay-queue";
-
-/// The dead-letter exchange of `queue`, as `handler setup --dead-letter` names it.
-pub fn exchange_for(queue: &str) -> String {
-    crate::topology::dead_letter_name(queue)
-}
 
 /// Why a message could not be dead-lettered; the caller keeps it unacknowledged.
 #[derive(Debug, thiserror::Error)]
@@ -74,7 +71,7 @@ impl DeadLetters {
         Self {
             connection,
             queue: queue.to_owned(),
-            exchange: exchange_for(queue),
+            exchange: dead_letter_name(queue),
             channel: Mutex::new(None),
         }
     }
@@ -176,14 +173,4 @@ pub fn is_not_found(error: &lapin::Error) -> bool {
         error.kind(),
         ErrorKind::ProtocolError(e) if *e.kind() == AMQPErrorKind::Soft(AMQPSoftError::NOTFOUND)
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_exchange_is_named_after_the_queue() {
-        assert_eq!(exchange_for("e-conomic-webhooks"), "e-conomic-webhooks.dead-letter");
-    }
 }

@@ -5,14 +5,13 @@
 //! per message) -> [`rate`] and the concurrency slots -> [`target`] (HTTP,
 //! request rebuilt by [`message`]) -> ack; or after failures [`retry`] ->
 //! [`dead_letter`]. [`attempts`] recognises repeats after a lost connection;
-//! [`progress`] prints what happened; [`options`] and [`amqp_url`] say what
-//! to do.
+//! [`progress`] prints what happened; [`options`] say what to do. The
+//! message format and the AMQP URL are the forwarder's own
+//! ([`crate::broker`]).
 
-pub mod amqp_url;
 pub mod attempts;
 pub mod consumer;
 pub mod dead_letter;
-pub mod message;
 pub mod options;
 pub mod progress;
 pub mod rate;
@@ -29,7 +28,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-pub use amqp_url::{AmqpUrl, AmqpUrlError};
+use crate::broker::{AmqpUrl, AmqpUrlError};
+
 pub use options::{RelayArgs, RelayOptions};
 pub use progress::Snapshot;
 
@@ -39,13 +39,36 @@ use rate::Pace;
 use target::Target;
 use worker::Shared;
 
-/// Why the relay stopped with an error. Every variant prints the AMQP URL
-/// redacted.
+/// Why the relay stopped with an error, worded like `handler check`'s
+/// findings: what is wrong and which setting or command fixes it. Every
+/// variant prints the AMQP URL redacted.
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
     /// The `AmqpUrl` setting cannot be used.
     #[error(transparent)]
     AmqpUrl(#[from] AmqpUrlError),
+    /// The broker refused the user or password.
+    #[error(
+        "the broker at {url} refused the credentials of user {user:?} (ACCESS_REFUSED): the user name or password in setting AmqpUrl is wrong"
+    )]
+    Refused {
+        /// The redacted URL.
+        url: String,
+        /// The user that tried.
+        user: String,
+    },
+    /// The vhost does not exist, or the user may not use it.
+    #[error(
+        "vhost {vhost:?} does not exist at {url}, or user {user:?} may not use it (NOT_ALLOWED): fix the vhost in setting AmqpUrl (on CloudAMQP it is your user name; amqp://host/ means the vhost /)"
+    )]
+    VhostNotAllowed {
+        /// The redacted URL.
+        url: String,
+        /// The vhost.
+        vhost: String,
+        /// The user that tried.
+        user: String,
+    },
     /// The HTTP client for the target could not be built (TLS set-up).
     #[error("could not build the HTTP client: {0}")]
     Client(#[from] reqwest::Error),
@@ -57,17 +80,43 @@ pub enum RelayError {
         /// How long was waited.
         after: Duration,
     },
-    /// Connecting, authenticating or setting up the channel failed.
-    #[error("AMQP error with {url}: {source}")]
+    /// Connecting or setting up the channel failed otherwise.
+    #[error("AMQP error with {url}: {detail}")]
     Amqp {
         /// The redacted URL.
         url: String,
-        /// What the client said.
-        source: lapin::Error,
+        /// What the client said, password taken out.
+        detail: String,
     },
     /// The queue to drain does not exist.
-    #[error("the queue {0:?} does not exist on the broker: check --queue, or declare it (scripts/run-local does)")]
+    #[error(
+        "the queue {0:?} does not exist on the broker: check --queue, or declare it with `handler setup --queue {0} --dead-letter` (the same AmqpUrl)"
+    )]
     QueueMissing(String),
+}
+
+impl RelayError {
+    /// Names what the broker refused, when it said so, instead of the AMQP
+    /// client's raw text.
+    pub fn from_amqp(url: &AmqpUrl, error: &lapin::Error) -> Self {
+        let code = match error.kind() {
+            lapin::ErrorKind::ProtocolError(e) => Some(e.get_id()),
+            _ => None,
+        };
+        let (shown, user) = (url.to_string(), url.user().to_owned());
+        match code {
+            Some(403) => Self::Refused { url: shown, user },
+            Some(530) => Self::VhostNotAllowed {
+                url: shown,
+                vhost: url.vhost().to_owned(),
+                user,
+            },
+            _ => Self::Amqp {
+                url: shown,
+                detail: url.redact(&error.to_string()),
+            },
+        }
+    }
 }
 
 /// Runs the relay until `shutdown` resolves, then finishes in-flight

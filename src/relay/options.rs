@@ -6,26 +6,28 @@ use std::time::Duration;
 
 use url::Url;
 
-use super::amqp_url::{self, AmqpUrl, AmqpUrlError};
 use super::retry::RetryPolicy;
+use crate::broker::AmqpUrl;
+use crate::broker::topology::{DEFAULT_QUEUE, dead_letter_name};
+use crate::settings::{self, SettingsError, broker::AMQP_URL_HINT};
 
 /// AMQP short strings hold 255 bytes, and the dead-letter exchange's name
 /// adds `.dead-letter` to the queue's.
 fn max_queue_name() -> usize {
-    255 - super::dead_letter::exchange_for("").len()
+    255 - dead_letter_name("").len()
 }
 
 /// `handler relay`: drain a queue into an HTTP endpoint at the pace it can take.
 #[derive(Debug, Clone, clap::Args)]
 #[command(after_help = "The broker comes from the environment variable AmqpUrl, \
-    e.g. AmqpUrl='amqps://<user>:<password>@<host>/<vhost>' (locally amqp://guest:guest@127.0.0.1:5672/%2F).")]
+    e.g. AmqpUrl='amqps://<user>:<password>@<host>/<vhost>' (locally amqp://guest:guest@127.0.0.1/). Every setting: docs/settings.md.")]
 pub struct RelayArgs {
     /// The endpoint every queued webhook is delivered to (http or https); the
     /// webhook's own query string is appended to any query it already has.
     #[arg(long, value_name = "URL", value_parser = parse_target)]
     pub to: Url,
     /// The queue to drain.
-    #[arg(long, value_name = "NAME", default_value = crate::topology::DEFAULT_QUEUE, value_parser = parse_queue)]
+    #[arg(long, value_name = "NAME", default_value = DEFAULT_QUEUE, value_parser = parse_queue)]
     pub queue: String,
     /// Most deliveries in flight at once; also the AMQP prefetch, so it bounds
     /// the messages this relay holds unacknowledged, backing-off ones included.
@@ -105,7 +107,7 @@ pub struct RelayOptions {
 pub enum OptionsError {
     /// `AmqpUrl` is missing or malformed.
     #[error(transparent)]
-    AmqpUrl(#[from] AmqpUrlError),
+    AmqpUrl(#[from] SettingsError),
     /// `--max-retry-delay` is below `--retry-delay`.
     #[error("--max-retry-delay ({max:?}) is shorter than --retry-delay ({first:?})")]
     RetryDelays {
@@ -119,7 +121,16 @@ pub enum OptionsError {
 impl RelayOptions {
     /// Combines the command line with the `AmqpUrl` setting read through `lookup`.
     pub fn new(args: RelayArgs, lookup: impl Fn(&str) -> Option<String>) -> Result<Self, OptionsError> {
-        let amqp_url = AmqpUrl::parse(&lookup(amqp_url::SETTING).unwrap_or_default())?;
+        let raw = lookup("AmqpUrl").filter(|raw| !raw.trim().is_empty());
+        let amqp_url = match raw {
+            Some(raw) => settings::parse_amqp_url(&raw)?,
+            None => {
+                return Err(OptionsError::AmqpUrl(SettingsError::Missing {
+                    name: "AmqpUrl",
+                    hint: AMQP_URL_HINT,
+                }));
+            }
+        };
         if args.max_retry_delay < args.retry_delay {
             return Err(OptionsError::RetryDelays {
                 first: args.retry_delay,
@@ -181,11 +192,8 @@ fn parse_rate(raw: &str) -> Result<Rate, String> {
         .ok_or_else(|| "write a number of requests per second above 0, e.g. 0.5 or 200".to_owned())
 }
 
-fn parse_duration(raw: &str) -> Result<Duration, String> {
-    match humantime::parse_duration(raw) {
-        Ok(duration) if !duration.is_zero() => Ok(duration),
-        _ => Err("write a positive duration like 500ms, 10s or 1m".to_owned()),
-    }
+fn parse_duration(raw: &str) -> Result<Duration, &'static str> {
+    settings::parse_duration(raw)
 }
 
 #[cfg(test)]
@@ -288,8 +296,7 @@ mod tests {
     #[test]
     fn a_missing_amqp_url_names_the_setting() {
         let err = RelayOptions::new(args(&["--to", "http://x/"]).unwrap(), |_| None).unwrap_err();
-        assert_eq!(err, OptionsError::AmqpUrl(AmqpUrlError::Missing));
-        assert!(err.to_string().contains("AmqpUrl"));
+        assert!(err.to_string().starts_with("setting AmqpUrl is missing"), "{err}");
     }
 
     #[test]

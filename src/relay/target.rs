@@ -4,11 +4,12 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use reqwest::StatusCode;
 use reqwest::header::{CONTENT_TYPE, HeaderValue, USER_AGENT};
+use reqwest::{Method, StatusCode};
 use url::Url;
 
-use super::message::Original;
+use crate::broker::message::Original;
+use crate::http_client;
 
 /// Header carrying the message id, for the target to deduplicate.
 pub const MESSAGE_ID_HEADER: &str = "X-Webhook-Message-Id";
@@ -45,12 +46,7 @@ impl Target {
     /// Builds the client: rustls, keep-alive for `concurrency` connections,
     /// no redirects (a redirected POST turns into a GET and loses its body).
     pub fn new(url: Url, timeout: Duration, concurrency: usize) -> Result<Self, reqwest::Error> {
-        let client = reqwest::Client::builder()
-            .pool_max_idle_per_host(concurrency)
-            .connect_timeout(timeout)
-            .tcp_nodelay(true)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()?;
+        let client = http_client::client(concurrency, timeout)?;
         Ok(Self { client, url, timeout })
     }
 
@@ -74,7 +70,7 @@ impl Target {
     pub async fn deliver(&self, original: &Original, body: Bytes, attempt: u32) -> Result<StatusCode, Failure> {
         let mut request = self
             .client
-            .request(original.method.clone(), url_for(&self.url, &original.query))
+            .request(method_of(original), url_for(&self.url, &original.query))
             .header(USER_AGENT, concat!("webhook-relay/", env!("CARGO_PKG_VERSION")))
             .header(ATTEMPT_HEADER, attempt)
             .timeout(self.timeout)
@@ -120,9 +116,14 @@ impl Target {
             Failure::Timeout(self.timeout)
         } else {
             // The URL may hold a key in its query; the cause chain says enough.
-            Failure::Transport(error_chain(&error.without_url()))
+            Failure::Transport(http_client::error_chain(&error.without_url()))
         }
     }
+}
+
+/// The sender's method; POST when the message names none a request can carry.
+fn method_of(original: &Original) -> Method {
+    Method::from_bytes(original.method.as_bytes()).unwrap_or(Method::POST)
 }
 
 /// The target URL with the webhook's raw query appended to any query the
@@ -138,17 +139,6 @@ pub fn url_for(target: &Url, query: &str) -> Url {
     };
     url.set_query(Some(&merged));
     url
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]
@@ -176,6 +166,18 @@ mod tests {
         assert_eq!(url_for(&url("http://h/x?a=1"), "").as_str(), "http://h/x?a=1");
         assert_eq!(url_for(&url("http://h/x"), "").as_str(), "http://h/x");
         assert_eq!(url_for(&url("http://h/x?"), "b=2").as_str(), "http://h/x?b=2");
+    }
+
+    #[test]
+    fn a_malformed_method_falls_back_to_post() {
+        let original = |method: &str| Original {
+            message_id: None,
+            method: method.to_owned(),
+            query: String::new(),
+            content_type: None,
+        };
+        assert_eq!(method_of(&original("PUT")), Method::PUT);
+        assert_eq!(method_of(&original("NOT A METHOD")), Method::POST);
     }
 
     #[test]

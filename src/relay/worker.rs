@@ -21,11 +21,11 @@ use tracing::{debug, error, info, warn};
 
 use super::attempts::{AttemptLog, Record, Settled};
 use super::dead_letter::{DeadLetters, Reason};
-use super::message::Original;
 use super::progress::{Count, Counters};
 use super::rate::Pace;
 use super::retry::{Next, RetryPolicy};
 use super::target::Target;
+use crate::broker::message::Original;
 
 /// What every delivery task shares, for the whole life of the relay (across
 /// reconnects, so the concurrency bound holds even while the tasks of a lost

@@ -2,7 +2,7 @@
 //! never the secret value.
 
 /// A setting that is missing or malformed.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum SettingsError {
     /// A required setting is absent or empty.
     #[error("setting {name} is missing: {hint}")]

@@ -3,22 +3,24 @@
 //!
 //! Parsing works on any lookup function, so it is unit-tested from a plain map
 //! rather than from the process environment. The broker's endpoint and
-//! credentials are in [`broker`] (with [`amqp_url`] deriving them from an
-//! AMQP URL); this module holds the rest.
+//! credentials are in [`broker`], the source checks in [`sources`], the list
+//! of names (and the hint for a mistyped one) in [`names`]; this module
+//! holds the rest.
 
-mod amqp_url;
 pub mod broker;
 mod error;
+pub mod names;
+pub mod sources;
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::num::NonZeroUsize;
 use std::time::Duration;
 
-pub use broker::{BrokerSettings, PublishEndpoint};
+pub use broker::{BrokerSettings, parse_amqp_url};
 pub use error::SettingsError;
+pub use sources::{SourceChecks, parse_networks};
 
-use crate::admission::{self, Admission};
 use crate::secret::Secret;
 
 /// Port used when no Functions host says otherwise (standalone, container, VM).
@@ -45,7 +47,7 @@ pub struct Settings {
     /// does not reuse a connection at the instant the server closes it.
     pub header_read_timeout: Duration,
     /// Optional source checks (allow-list, shared secret); off by default.
-    pub admission: Admission,
+    pub source_checks: SourceChecks,
 }
 
 /// Bounds that keep the handler's memory and waiting finite.
@@ -97,9 +99,9 @@ impl Settings {
             limits,
             shutdown_grace: duration_or("ShutdownGrace", get("ShutdownGrace"), "10s")?,
             header_read_timeout: duration_or("HeaderReadTimeout", get("HeaderReadTimeout"), "2m")?,
-            admission: Admission {
+            source_checks: SourceChecks {
                 allowed_networks: get("AllowedSourceNetworks")
-                    .map(|raw| admission::parse_networks(&raw))
+                    .map(|raw| parse_networks(&raw))
                     .transpose()
                     .map_err(|problem| SettingsError::Invalid {
                         name: "AllowedSourceNetworks",
@@ -138,19 +140,25 @@ fn parse_or(name: &'static str, raw: Option<String>, default: NonZeroUsize) -> R
     raw.parse().map_err(|_| SettingsError::Invalid {
         name,
         problem: format!("{raw:?} is not a whole number above zero"),
-        hint: "see the settings table in README.md",
+        hint: "see docs/settings.md",
     })
 }
 
 fn duration_or(name: &'static str, raw: Option<String>, default: &str) -> Result<Duration, SettingsError> {
     let raw = raw.unwrap_or_else(|| default.to_owned());
-    match humantime::parse_duration(&raw) {
-        Ok(d) if !d.is_zero() => Ok(d),
-        _ => Err(SettingsError::Invalid {
-            name,
-            problem: format!("{raw:?} is not a positive duration"),
-            hint: "write it like 500ms, 10s or 1m",
-        }),
+    parse_duration(&raw).map_err(|hint| SettingsError::Invalid {
+        name,
+        problem: format!("{raw:?} is not a positive duration"),
+        hint,
+    })
+}
+
+/// A positive duration written with a unit (`500ms`, `10s`, `1m`), as every
+/// duration setting and command-line option takes it.
+pub fn parse_duration(raw: &str) -> Result<Duration, &'static str> {
+    match humantime::parse_duration(raw) {
+        Ok(duration) if !duration.is_zero() => Ok(duration),
+        _ => Err("write a positive duration like 500ms, 10s or 1m"),
     }
 }
 
@@ -188,8 +196,8 @@ mod tests {
         assert_eq!(s.broker.routing_key, "webhook");
         assert_eq!(s.broker.endpoint.vhost, "/");
         assert_eq!(s.broker.endpoint.exchange, "e-conomic.direct");
-        assert_eq!(s.broker.user, "guest");
-        assert_eq!(s.broker.authorization.expose(), "Basic Z3Vlc3Q6Z3Vlc3Q=");
+        assert_eq!(s.broker.credentials.user, "guest");
+        assert_eq!(s.broker.credentials.authorization.expose(), "Basic Z3Vlc3Q6Z3Vlc3Q=");
         assert_eq!(s.limits.max_body_bytes.get(), 1024 * 1024);
         assert_eq!(s.limits.publish_concurrency.get(), 64);
         assert_eq!(s.limits.attempt_timeout, Duration::from_secs(10));
@@ -218,7 +226,7 @@ mod tests {
             s.broker.endpoint.url.as_str(),
             "http://127.0.0.1:15672/api/exchanges/%2F/e-conomic.direct/publish"
         );
-        assert_eq!(s.broker.authorization.expose(), "Basic Z3Vlc3Q6Z3Vlc3Q=");
+        assert_eq!(s.broker.credentials.authorization.expose(), "Basic Z3Vlc3Q6Z3Vlc3Q=");
     }
 
     #[test]
@@ -242,14 +250,14 @@ mod tests {
 
     #[test]
     fn source_checks_are_off_unless_configured() {
-        assert!(!settings(&[]).unwrap().admission.is_enabled());
+        assert!(!settings(&[]).unwrap().source_checks.is_enabled());
         let s = settings(&[
             ("AllowedSourceNetworks", "e-conomic, 10.0.0.0/8"),
             ("WebhookSecret", "w"),
         ])
         .unwrap();
-        assert_eq!(s.admission.allowed_networks.unwrap().len(), 7);
-        assert_eq!(s.admission.shared_secret.unwrap().expose(), "w");
+        assert_eq!(s.source_checks.allowed_networks.unwrap().len(), 7);
+        assert_eq!(s.source_checks.shared_secret.unwrap().expose(), "w");
         assert!(error_for(&[("AllowedSourceNetworks", "x.y")]).contains("AllowedSourceNetworks is invalid"));
     }
 

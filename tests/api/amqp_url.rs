@@ -1,19 +1,18 @@
 //! The `AmqpUrl` setting: the URL from the CloudAMQP details page is all the
 //! handler needs; the seed's two settings still win when given.
 
-use crate::helpers::{GUEST_AUTH, TestApp, Topology, assert_no_secret};
+use test_support::broker::{GUEST_AUTH, Topology};
+use test_support::process::Served;
+use test_support::{AppSettings, assert_no_secret};
 
-fn amqp_url_settings(url: &str, exchange: &str) -> Vec<(String, String)> {
-    vec![
-        ("AmqpUrl".to_owned(), url.to_owned()),
-        ("AmqpExchange".to_owned(), exchange.to_owned()),
-    ]
+fn amqp_url_settings(url: &str, exchange: &str) -> AppSettings {
+    AppSettings::new().with("AmqpUrl", url).with("AmqpExchange", exchange)
 }
 
 #[tokio::test]
 async fn amqp_url_alone_is_enough_to_serve_and_publish() {
     let topology = Topology::declare().await;
-    let app = TestApp::start(&amqp_url_settings("amqp://guest:guest@127.0.0.1/", &topology.exchange)).await;
+    let app = Served::start(&amqp_url_settings("amqp://guest:guest@127.0.0.1/", &topology.exchange)).await;
 
     let response = app
         .forward(
@@ -25,13 +24,15 @@ async fn amqp_url_alone_is_enough_to_serve_and_publish() {
 
     assert_eq!(response.status(), 200);
     let queued = topology.take(1).await;
-    assert_eq!(queued[0].payload, b"old=101&new=101");
+    assert_eq!(queued[0].body, b"old=101&new=101");
     assert!(
-        app.output().contains("at http://127.0.0.1:15672/api/exchanges/%2F/"),
+        app.process
+            .output()
+            .contains("publish endpoint http://127.0.0.1:15672/api/exchanges/%2F/"),
         "{}",
-        app.output()
+        app.process.output()
     );
-    assert_no_secret(&app.output(), &[]);
+    assert_no_secret(&app.process.output(), &[]);
 }
 
 #[tokio::test]
@@ -39,24 +40,25 @@ async fn explicit_endpoint_and_auth_header_win_over_amqp_url() {
     let topology = Topology::declare().await;
     // If AmqpUrl won, the broker would refuse these credentials and the caller would get 502.
     let mut settings = amqp_url_settings("amqp://nobody:n0t-the-pa55word@127.0.0.1/", "unused.direct");
-    settings.push(("AmqpEndpoint".to_owned(), topology.endpoint()));
-    settings.push(("AmqpAuthHeader".to_owned(), GUEST_AUTH.to_owned()));
-    let app = TestApp::start(&settings).await;
+    settings = settings
+        .with("AmqpEndpoint", topology.endpoint())
+        .with("AmqpAuthHeader", GUEST_AUTH);
+    let app = Served::start(&settings).await;
 
     let response = app
         .forward("/api/WebhookForwarder", "text/plain", b"explicit wins")
         .await;
 
     assert_eq!(response.status(), 200);
-    assert_eq!(topology.take(1).await[0].payload, b"explicit wins");
-    assert_no_secret(&app.output(), &["n0t-the-pa55word"]);
+    assert_eq!(topology.take(1).await[0].body, b"explicit wins");
+    assert_no_secret(&app.process.output(), &["n0t-the-pa55word"]);
 }
 
 #[tokio::test]
 async fn a_malformed_amqp_url_exits_non_zero_without_echoing_it() {
     let settings = amqp_url_settings("amqps://user:s3cret-in-url@/vhost", "x");
 
-    let Err((status, output)) = TestApp::try_start(&settings).await else {
+    let Err((status, output)) = Served::start_with_args(&[], &settings).await else {
         panic!("started with a URL without a host")
     };
 

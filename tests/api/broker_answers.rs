@@ -6,20 +6,21 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use reqwest::Method;
 use serde_json::json;
 
-use crate::helpers::{
-    MANAGEMENT, TestApp, Topology, assert_no_secret, caller_response, get_messages_in, host_envelope, management_send,
-    settings_for, with,
-};
+use test_support::AppSettings;
+use test_support::assert_no_secret;
+use test_support::broker::{GUEST_AUTH, MANAGEMENT, Topology, api_send, take_all_in};
+use test_support::host::{caller_response, host_envelope};
+use test_support::process::Served;
 
 #[tokio::test]
 async fn an_unbound_exchange_drops_the_message_so_the_caller_gets_502() {
     let topology = Topology::unbound().await;
-    let app = TestApp::for_topology(&topology, &[]).await;
+    let app = Served::start(&topology.settings()).await;
 
     let response = app.forward("/api/WebhookForwarder", "text/plain", b"dropped").await;
 
     assert_eq!(response.status(), 502);
-    let output = app.output();
+    let output = app.process.output();
     assert!(
         output.contains(&format!("no queue is bound to exchange \"{}\"", topology.exchange)),
         "{output}"
@@ -30,7 +31,7 @@ async fn an_unbound_exchange_drops_the_message_so_the_caller_gets_502() {
 #[tokio::test]
 async fn routed_false_in_payload_mode_is_502_inside_with_the_reason_in_logs() {
     let topology = Topology::unbound().await;
-    let app = TestApp::for_topology(&topology, &[]).await;
+    let app = Served::start(&topology.settings()).await;
     let envelope = host_envelope("POST", "", Some("text/plain"), b"dropped");
 
     let answer: serde_json::Value = app.invoke("inv-unrouted", &envelope).await.json().await.unwrap();
@@ -50,15 +51,17 @@ async fn a_missing_exchange_is_retried_until_the_deadline_then_503_naming_it() {
         "{MANAGEMENT}/api/exchanges/%2F/no-such-exchange-{}/publish",
         uuid::Uuid::new_v4().simple()
     );
-    let app = TestApp::start(&with(settings_for(&endpoint), &[("PublishDeadline", "1s")])).await;
+    let app = Served::start(&endpoint_settings(&endpoint).with("PublishDeadline", "1s")).await;
 
     let response = app.forward("/api/WebhookForwarder", "text/plain", b"x").await;
 
     assert_eq!(response.status(), 503);
     assert!(
-        app.output().contains("does not know exchange \"no-such-exchange-"),
+        app.process
+            .output()
+            .contains("does not know exchange \"no-such-exchange-"),
         "{}",
-        app.output()
+        app.process.output()
     );
 }
 
@@ -67,15 +70,14 @@ async fn wrong_credentials_are_502_and_the_log_names_the_user_not_the_password()
     let topology = Topology::declare().await;
     let password = "pw-Very-Secret-31337";
     let auth = BASE64.encode(format!("forwarder-test:{password}"));
-    let settings = with(settings_for(&topology.endpoint()), &[("AmqpAuthHeader", &auth)]);
-    let app = TestApp::start(&settings).await;
+    let app = Served::start(&topology.settings().with("AmqpAuthHeader", auth.as_str())).await;
 
     let response = app.forward("/api/WebhookForwarder", "text/plain", b"x").await;
     let status = response.status();
     let body = response.text().await.unwrap();
 
     assert_eq!(status, 502);
-    let output = app.output();
+    let output = app.process.output();
     assert!(
         output.contains("refused the credentials of user \"forwarder-test\""),
         "{output}"
@@ -87,7 +89,7 @@ async fn wrong_credentials_are_502_and_the_log_names_the_user_not_the_password()
 #[tokio::test]
 async fn a_caller_is_not_told_broker_details() {
     let topology = Topology::unbound().await;
-    let app = TestApp::for_topology(&topology, &[]).await;
+    let app = Served::start(&topology.settings()).await;
     let envelope = host_envelope("POST", "", Some("text/plain"), b"x");
 
     let (status, _, body) = caller_response(app.invoke("inv-details", &envelope).await).await;
@@ -127,11 +129,11 @@ async fn a_vhost_connection_limit_is_waited_out_not_reported_as_bad_credentials(
         ),
     ];
     for (method, path, body) in declarations {
-        let status = management_send(method, &path, Some(&body)).await;
+        let status = api_send(method, &path, Some(&body)).await;
         assert!((200..300).contains(&status), "{path}: {status}");
     }
     let endpoint = format!("{MANAGEMENT}/api/exchanges/{vhost}/ex/publish");
-    let app = TestApp::start(&with(settings_for(&endpoint), &[("PublishConcurrency", "8")])).await;
+    let app = Served::start(&endpoint_settings(&endpoint).with("PublishConcurrency", "8")).await;
 
     let app = &app;
     let statuses = futures_util::future::join_all((0..40).map(|i| async move {
@@ -141,15 +143,30 @@ async fn a_vhost_connection_limit_is_waited_out_not_reported_as_bad_credentials(
             .status()
     }))
     .await;
-    let queued = get_messages_in(&vhost, "q", 100, "ack_requeue_false").await;
-    management_send(Method::DELETE, &format!("vhosts/{vhost}"), None).await;
+    let queued = take_all_in(&vhost, "q", 100).await;
+    api_send(Method::DELETE, &format!("vhosts/{vhost}"), None).await;
 
-    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}\n{}", app.output());
-    assert!(!app.output().contains("refused the credentials"), "{}", app.output());
     assert!(
-        app.output().contains("connection limit is probably reached"),
+        statuses.iter().all(|s| *s == 200),
+        "{statuses:?}\n{}",
+        app.process.output()
+    );
+    assert!(
+        !app.process.output().contains("refused the credentials"),
+        "{}",
+        app.process.output()
+    );
+    assert!(
+        app.process.output().contains("connection limit is probably reached"),
         "the limit was hit and retried"
     );
-    let bodies: std::collections::HashSet<&str> = queued.iter().filter_map(|m| m["payload"].as_str()).collect();
+    let bodies: std::collections::HashSet<&[u8]> = queued.iter().map(|m| m.body.as_slice()).collect();
     assert_eq!(bodies.len(), 40, "every webhook is on the queue");
+}
+
+/// The seed's two settings for the local broker and another publish endpoint.
+fn endpoint_settings(endpoint: &str) -> AppSettings {
+    AppSettings::new()
+        .with("AmqpEndpoint", endpoint)
+        .with("AmqpAuthHeader", GUEST_AUTH)
 }

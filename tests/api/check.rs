@@ -6,19 +6,21 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use reqwest::Method;
 use serde_json::json;
 
-use crate::helpers::{OwnNames, assert_no_secret, get_messages, management_send, run_handler, with};
+use test_support::assert_no_secret;
+use test_support::broker::{Topology, api_send};
+use test_support::process::run_to_end;
 
-async fn set_up(names: &OwnNames) {
-    let run = run_handler(&["setup", "--queue", &names.queue], &names.settings(), "").await;
+async fn set_up(names: &Topology) {
+    let run = run_to_end(&["setup", "--queue", &names.queue], &names.settings(), "").await;
     assert!(run.status.success(), "{}", run.output());
 }
 
 #[tokio::test]
 async fn check_passes_after_setup_and_publishes_nothing() {
-    let names = OwnNames::new();
+    let names = Topology::names();
     set_up(&names).await;
 
-    let run = run_handler(&["check"], &names.settings(), "").await;
+    let run = run_to_end(&["check"], &names.settings(), "").await;
 
     assert!(run.status.success(), "{}", run.output());
     assert!(!run.stdout.contains("[FAIL]"), "{}", run.output());
@@ -31,18 +33,18 @@ async fn check_passes_after_setup_and_publishes_nothing() {
         run.output()
     );
     assert!(run.stdout.contains("check passed"), "{}", run.output());
-    let taken = get_messages(&names.queue, 10, "ack_requeue_false").await;
+    let taken = names.take_all().await;
     assert!(taken.is_empty(), "check published: {taken:?}");
 }
 
 #[tokio::test]
 async fn check_fails_naming_the_missing_binding_after_it_is_removed() {
-    let names = OwnNames::new();
+    let names = Topology::names();
     set_up(&names).await;
     let binding = format!("bindings/%2F/e/{}/q/{}/webhook", names.exchange, names.queue);
-    assert_eq!(management_send(Method::DELETE, &binding, None).await, 204);
+    assert_eq!(api_send(Method::DELETE, &binding, None).await, 204);
 
-    let run = run_handler(&["check"], &names.settings(), "").await;
+    let run = run_to_end(&["check"], &names.settings(), "").await;
 
     assert!(!run.status.success(), "{}", run.output());
     assert!(
@@ -58,11 +60,11 @@ async fn check_fails_naming_the_missing_binding_after_it_is_removed() {
 
 #[tokio::test]
 async fn check_of_a_named_queue_fails_when_that_queue_is_not_bound() {
-    let names = OwnNames::new();
+    let names = Topology::names();
     set_up(&names).await;
     let other = names.dead_letter();
 
-    let run = run_handler(&["check", "--queue", &other], &names.settings(), "").await;
+    let run = run_to_end(&["check", "--queue", &other], &names.settings(), "").await;
 
     assert!(!run.status.success(), "{}", run.output());
     assert!(
@@ -77,12 +79,12 @@ async fn check_of_a_named_queue_fails_when_that_queue_is_not_bound() {
 
 #[tokio::test]
 async fn check_fails_when_only_a_non_durable_queue_is_bound() {
-    let names = OwnNames::new();
+    let names = Topology::names();
     let exchange = json!({"type": "direct", "durable": true});
     let queue = json!({"durable": false, "arguments": {"x-expires": 600_000}});
     let binding = json!({"routing_key": "webhook"});
     assert_eq!(
-        management_send(
+        api_send(
             Method::PUT,
             &format!("exchanges/%2F/{}", names.exchange),
             Some(&exchange)
@@ -91,13 +93,13 @@ async fn check_fails_when_only_a_non_durable_queue_is_bound() {
         201
     );
     assert_eq!(
-        management_send(Method::PUT, &format!("queues/%2F/{}", names.queue), Some(&queue)).await,
+        api_send(Method::PUT, &format!("queues/%2F/{}", names.queue), Some(&queue)).await,
         201
     );
     let bind = format!("bindings/%2F/e/{}/q/{}", names.exchange, names.queue);
-    assert_eq!(management_send(Method::POST, &bind, Some(&binding)).await, 201);
+    assert_eq!(api_send(Method::POST, &bind, Some(&binding)).await, 201);
 
-    let run = run_handler(&["check"], &names.settings(), "").await;
+    let run = run_to_end(&["check"], &names.settings(), "").await;
 
     assert!(!run.status.success(), "{}", run.output());
     assert!(
@@ -112,9 +114,9 @@ async fn check_fails_when_only_a_non_durable_queue_is_bound() {
 
 #[tokio::test]
 async fn check_fails_when_the_exchange_does_not_exist() {
-    let names = OwnNames::new();
+    let names = Topology::names();
 
-    let run = run_handler(&["check"], &names.settings(), "").await;
+    let run = run_to_end(&["check"], &names.settings(), "").await;
 
     assert!(!run.status.success(), "{}", run.output());
     assert!(
@@ -129,11 +131,11 @@ async fn check_fails_when_the_exchange_does_not_exist() {
 
 #[tokio::test]
 async fn check_with_wrong_credentials_fails_without_printing_the_password() {
-    let names = OwnNames::new();
+    let names = Topology::names();
     let wrong = BASE64.encode("guest:wr0ng-pa55word");
-    let settings = with(names.settings(), &[("AmqpAuthHeader", wrong.as_str())]);
+    let settings = names.settings().with("AmqpAuthHeader", wrong.as_str());
 
-    let run = run_handler(&["check"], &settings, "").await;
+    let run = run_to_end(&["check"], &settings, "").await;
 
     assert!(!run.status.success());
     assert!(
@@ -147,7 +149,7 @@ async fn check_with_wrong_credentials_fails_without_printing_the_password() {
 
 #[tokio::test]
 async fn check_reports_settings_that_do_not_parse() {
-    let run = run_handler(&["check"], &[], "").await;
+    let run = run_to_end(&["check"], &test_support::AppSettings::new(), "").await;
 
     assert!(!run.status.success());
     assert!(

@@ -4,24 +4,26 @@
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 
-use crate::helpers::{TestApp, Topology, run_handler, settings_for, with};
+use test_support::AppSettings;
+use test_support::broker::Topology;
+use test_support::process::{Served, run_to_end};
 
 #[tokio::test]
 async fn serve_is_also_an_explicit_subcommand() {
     let topology = Topology::declare().await;
 
-    let app = TestApp::try_start_with_args(&["serve"], &settings_for(&topology.endpoint()))
+    let app = Served::start_with_args(&["serve"], &topology.settings())
         .await
         .unwrap_or_else(|(status, output)| panic!("exited with {status}:\n{output}"));
 
     let response = app.forward("/api/WebhookForwarder", "text/plain", b"served").await;
     assert_eq!(response.status(), 200);
-    assert_eq!(topology.take(1).await[0].payload, b"served");
+    assert_eq!(topology.take(1).await[0].body, b"served");
 }
 
 #[tokio::test]
 async fn auth_header_prints_the_base64_of_user_and_password_from_piped_lines() {
-    let run = run_handler(&["auth-header"], &[], "someone\nhunter2 pw\n").await;
+    let run = run_to_end(&["auth-header"], &AppSettings::new(), "someone\nhunter2 pw\n").await;
 
     assert!(run.status.success(), "{}", run.output());
     assert_eq!(run.stdout, format!("{}\n", BASE64.encode("someone:hunter2 pw")));
@@ -31,25 +33,22 @@ async fn auth_header_prints_the_base64_of_user_and_password_from_piped_lines() {
 #[tokio::test]
 async fn the_printed_auth_header_is_accepted_by_the_handler_and_the_broker() {
     let topology = Topology::declare().await;
-    let run = run_handler(&["auth-header"], &[], "guest\nguest\n").await;
+    let run = run_to_end(&["auth-header"], &AppSettings::new(), "guest\nguest\n").await;
     assert!(run.status.success(), "{}", run.output());
 
-    let settings = with(
-        settings_for(&topology.endpoint()),
-        &[("AmqpAuthHeader", run.stdout.trim())],
-    );
-    let app = TestApp::start(&settings).await;
+    let settings = topology.settings().with("AmqpAuthHeader", run.stdout.trim());
+    let app = Served::start(&settings).await;
     let response = app
         .forward("/api/WebhookForwarder", "text/plain", b"via auth-header")
         .await;
 
     assert_eq!(response.status(), 200);
-    assert_eq!(topology.take(1).await[0].payload, b"via auth-header");
+    assert_eq!(topology.take(1).await[0].body, b"via auth-header");
 }
 
 #[tokio::test]
 async fn auth_header_without_a_password_fails_and_prints_no_header() {
-    let run = run_handler(&["auth-header"], &[], "guest\n").await;
+    let run = run_to_end(&["auth-header"], &AppSettings::new(), "guest\n").await;
 
     assert!(!run.status.success());
     assert_eq!(run.stdout, "");
@@ -58,7 +57,7 @@ async fn auth_header_without_a_password_fails_and_prints_no_header() {
 
 #[tokio::test]
 async fn an_unknown_subcommand_is_a_usage_error() {
-    let run = run_handler(&["frobnicate"], &[], "").await;
+    let run = run_to_end(&["frobnicate"], &AppSettings::new(), "").await;
 
     assert_eq!(run.status.code(), Some(2), "{}", run.output());
     assert!(run.stderr.contains("unrecognized subcommand"), "{}", run.output());

@@ -4,11 +4,14 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use crate::helpers::{TestApp, settings_for, with};
-use crate::stub::{Act, ROUTED, StubBroker};
+use test_support::process::Served;
+use test_support::stub::{Act, ROUTED, StubBroker};
 
-async fn app_for(stub: &StubBroker, extra: &[(&str, &str)]) -> TestApp {
-    TestApp::start(&with(settings_for(&stub.endpoint()), extra)).await
+async fn app_for(stub: &StubBroker, extra: &[(&str, &str)]) -> Served {
+    let settings = extra
+        .iter()
+        .fold(stub.settings(), |s, (name, value)| s.with(name, *value));
+    Served::start(&settings).await
 }
 
 #[tokio::test]
@@ -30,7 +33,7 @@ async fn a_500_then_success_is_retried_and_answered_200() {
         "every retry sends the same message and id"
     );
     assert_eq!(received[0]["payload"], "retry me");
-    assert!(app.output().contains("retrying"), "{}", app.output());
+    assert!(app.process.output().contains("retrying"), "{}", app.process.output());
 }
 
 #[tokio::test]
@@ -54,9 +57,9 @@ async fn a_hanging_confirm_is_cut_by_the_attempt_timeout_and_retried() {
     assert_eq!(response.status(), 200);
     assert_eq!(stub.received().len(), 2);
     assert!(
-        app.output().contains("no answer from the broker within 300ms"),
+        app.process.output().contains("no answer from the broker within 300ms"),
         "{}",
-        app.output()
+        app.process.output()
     );
 }
 
@@ -70,7 +73,11 @@ async fn an_endpoint_that_stays_down_gets_503_with_retry_after_never_200() {
     assert_eq!(response.status(), 503);
     assert_eq!(response.headers()["retry-after"], "5");
     assert!(stub.received().len() >= 2, "retried within the deadline");
-    assert!(app.output().contains("gave up after"), "{}", app.output());
+    assert!(
+        app.process.output().contains("gave up after"),
+        "{}",
+        app.process.output()
+    );
 }
 
 #[tokio::test]
@@ -111,7 +118,11 @@ async fn a_200_that_is_not_a_routed_verdict_is_not_success() {
     let response = app.forward("/api/WebhookForwarder", "text/plain", b"x").await;
 
     assert_eq!(response.status(), 502);
-    assert!(app.output().contains("without a routed verdict"), "{}", app.output());
+    assert!(
+        app.process.output().contains("without a routed verdict"),
+        "{}",
+        app.process.output()
+    );
 }
 
 #[tokio::test]

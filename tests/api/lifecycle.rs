@@ -2,14 +2,16 @@
 
 use std::time::Duration;
 
-use crate::helpers::{GUEST_AUTH, TestApp, Topology, settings_for, with};
-use crate::stub::{Act, StubBroker};
+use test_support::AppSettings;
+use test_support::broker::{GUEST_AUTH, Topology};
+use test_support::process::Served;
+use test_support::stub::{Act, StubBroker};
 
 #[tokio::test]
 async fn a_missing_endpoint_exits_non_zero_naming_the_setting() {
-    let settings = vec![("AmqpAuthHeader".to_owned(), GUEST_AUTH.to_owned())];
+    let settings = AppSettings::new().with("AmqpAuthHeader", GUEST_AUTH);
 
-    let Err((status, output)) = TestApp::try_start(&settings).await else {
+    let Err((status, output)) = Served::start_with_args(&[], &settings).await else {
         panic!("started without AmqpEndpoint")
     };
 
@@ -23,12 +25,9 @@ async fn a_missing_endpoint_exits_non_zero_naming_the_setting() {
 #[tokio::test]
 async fn a_malformed_auth_header_exits_non_zero_without_echoing_it() {
     let topology = Topology::declare().await;
-    let settings = with(
-        settings_for(&topology.endpoint()),
-        &[("AmqpAuthHeader", "Basic hunter2-not-base64!")],
-    );
+    let settings = topology.settings().with("AmqpAuthHeader", "Basic hunter2-not-base64!");
 
-    let Err((status, output)) = TestApp::try_start(&settings).await else {
+    let Err((status, output)) = Served::start_with_args(&[], &settings).await else {
         panic!("started with a bad header")
     };
 
@@ -41,12 +40,12 @@ async fn a_malformed_auth_header_exits_non_zero_without_echoing_it() {
 async fn the_auth_header_is_accepted_with_the_basic_prefix() {
     let topology = Topology::declare().await;
     let auth = format!("Basic {GUEST_AUTH}");
-    let app = TestApp::start(&with(settings_for(&topology.endpoint()), &[("AmqpAuthHeader", &auth)])).await;
+    let app = Served::start(&topology.settings().with("AmqpAuthHeader", auth)).await;
 
     let response = app.forward("/api/WebhookForwarder", "text/plain", b"prefixed").await;
 
     assert_eq!(response.status(), 200);
-    assert_eq!(topology.take(1).await[0].payload, b"prefixed");
+    assert_eq!(topology.take(1).await[0].body, b"prefixed");
 }
 
 #[tokio::test]
@@ -56,7 +55,7 @@ async fn sigterm_lets_an_in_flight_publish_finish_then_exits_zero() {
         Act::Hang,
     )
     .await;
-    let mut app = TestApp::start(&settings_for(&stub.endpoint())).await;
+    let mut app = Served::start(&stub.settings()).await;
 
     let in_flight = app.forward("/api/WebhookForwarder", "text/plain", b"in flight");
     let terminate = async {
@@ -64,22 +63,36 @@ async fn sigterm_lets_an_in_flight_publish_finish_then_exits_zero() {
         while stub.received().is_empty() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        app.terminate();
+        app.process.terminate();
     };
     let (response, ()) = tokio::join!(in_flight, terminate);
 
     assert_eq!(response.status(), 200);
-    assert!(app.wait_for_exit().await.success());
-    assert!(app.output().contains("shutting down"), "{}", app.output());
+    assert!(
+        app.process
+            .wait_for_exit(std::time::Duration::from_secs(30))
+            .await
+            .success()
+    );
+    assert!(
+        app.process.output().contains("shutting down"),
+        "{}",
+        app.process.output()
+    );
 }
 
 #[tokio::test]
 async fn after_sigterm_new_connections_are_refused() {
     let topology = Topology::declare().await;
-    let mut app = TestApp::for_topology(&topology, &[]).await;
+    let mut app = Served::start(&topology.settings()).await;
 
-    app.terminate();
-    assert!(app.wait_for_exit().await.success());
+    app.process.terminate();
+    assert!(
+        app.process
+            .wait_for_exit(std::time::Duration::from_secs(30))
+            .await
+            .success()
+    );
 
     assert!(app.request(reqwest::Method::GET, "/").send().await.is_err());
 }

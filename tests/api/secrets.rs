@@ -6,14 +6,16 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use reqwest::Method;
 
-use crate::helpers::{FUNCTION_KEY, TestApp, assert_no_secret, host_envelope, settings_for, with};
-use crate::stub::{Act, StubBroker};
+use test_support::host::{HostClient, host_envelope};
+use test_support::process::Served;
+use test_support::stub::{Act, StubBroker};
+use test_support::{AppSettings, FUNCTION_KEY, assert_no_secret};
 
 const PASSWORD: &str = "Pa55-w0rd-never-printed";
 
 /// Sends one webhook every way a caller or host can, keys included, and
 /// returns every answer's status line, headers and body as text.
-async fn exercise(app: &TestApp) -> String {
+async fn exercise(app: &HostClient) -> String {
     let mut seen = String::new();
     let query = format!("type=product&code={FUNCTION_KEY}");
     let forwarded = app
@@ -76,36 +78,35 @@ async fn no_failure_path_reveals_a_secret() {
     ];
     for (acts, then) in failures {
         let stub = StubBroker::start(acts, then).await;
-        let settings = with(
-            settings_for(&stub.endpoint()),
-            &[
-                ("AmqpAuthHeader", header_value.as_str()),
-                ("MaxBodyBytes", "1024"),
-                ("PublishDeadline", "600ms"),
-                ("PublishAttemptTimeout", "200ms"),
-            ],
-        );
-        let app = TestApp::start(&settings).await;
+        let settings = stub
+            .settings()
+            .with("AmqpAuthHeader", header_value.as_str())
+            .with("MaxBodyBytes", "1024")
+            .with("PublishDeadline", "600ms")
+            .with("PublishAttemptTimeout", "200ms");
+        let app = Served::start(&settings).await;
 
         let answers = exercise(&app).await;
 
         assert_no_secret(&answers, &secrets);
-        assert_no_secret(&app.output(), &secrets);
+        assert_no_secret(&app.process.output(), &secrets);
         let published: String = stub.received().iter().map(ToString::to_string).collect();
         assert_no_secret(&published, &secrets);
-        assert!(app.output().contains("DEBUG"), "debug logging was on");
+        assert!(app.process.output().contains("DEBUG"), "debug logging was on");
     }
 }
 
 #[tokio::test]
 async fn a_start_up_failure_does_not_print_the_password() {
     let auth = BASE64.encode(format!("forwarder:{PASSWORD}"));
-    let settings = with(
-        settings_for("https://user:pw@example.invalid/api/exchanges/v/x/publish"),
-        &[("AmqpAuthHeader", &auth)],
-    );
+    let settings = AppSettings::new()
+        .with(
+            "AmqpEndpoint",
+            "https://user:pw@example.invalid/api/exchanges/v/x/publish",
+        )
+        .with("AmqpAuthHeader", auth.as_str());
 
-    let Err((status, output)) = TestApp::try_start(&settings).await else {
+    let Err((status, output)) = Served::start_with_args(&[], &settings).await else {
         panic!("started with credentials in the URL")
     };
 

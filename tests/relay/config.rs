@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use tokio::io::AsyncReadExt;
 
-use crate::support::broker::{AMQP_URL, TestQueue};
-use crate::support::process::Handler;
+use test_support::AppSettings;
+use test_support::broker::{AMQP_URL, Topology};
+use test_support::process::Handler;
 
 const WRONG_PASSWORD: &str = "hunter2-wrong-Pa55";
 
@@ -18,19 +19,21 @@ async fn exits_with_failure(relay: &mut Handler) -> String {
 
 #[tokio::test]
 async fn a_wrong_password_fails_at_start_up_without_printing_it() {
-    let queue = TestQueue::with_dead_letter().await;
+    let queue = Topology::with_dead_letter().await;
     let url = format!("amqp://guest:{WRONG_PASSWORD}@127.0.0.1:5672/%2F");
     // Every log the AMQP client can write, frames included: none may carry
     // the password.
     let mut relay = Handler::spawn(
-        &["relay", "--queue", &queue.name, "--to", "http://127.0.0.1:9/"],
-        &[("AmqpUrl", &url)],
+        &["relay", "--queue", &queue.queue, "--to", "http://127.0.0.1:9/"],
+        &AppSettings::new().with("AmqpUrl", url.as_str()),
         "trace",
     );
 
     let output = exits_with_failure(&mut relay).await;
     assert!(
-        output.contains("stderr: error: AMQP error with amqp://guest:***@127.0.0.1:5672/%2F"),
+        output.contains(
+            "stderr: error: the broker at amqp://guest:***@127.0.0.1:5672/%2F refused the credentials of user \"guest\" (ACCESS_REFUSED)"
+        ),
         "{output}"
     );
     assert!(!output.contains(WRONG_PASSWORD), "{output}");
@@ -46,7 +49,7 @@ async fn a_missing_queue_fails_at_start_up_naming_it() {
             "--to",
             "http://127.0.0.1:9/",
         ],
-        &[("AmqpUrl", AMQP_URL)],
+        &AppSettings::new().with("AmqpUrl", AMQP_URL),
         "info",
     );
 
@@ -55,11 +58,15 @@ async fn a_missing_queue_fails_at_start_up_naming_it() {
         output.contains("stderr: error: the queue \"test-relay-no-such-queue\" does not exist"),
         "{output}"
     );
+    assert!(
+        output.contains("handler setup --queue test-relay-no-such-queue"),
+        "{output}"
+    );
 }
 
 #[tokio::test]
 async fn a_missing_amqp_url_fails_naming_the_setting() {
-    let mut relay = Handler::spawn(&["relay", "--to", "http://127.0.0.1:9/"], &[], "info");
+    let mut relay = Handler::spawn(&["relay", "--to", "http://127.0.0.1:9/"], &AppSettings::new(), "info");
 
     let output = exits_with_failure(&mut relay).await;
     assert!(output.contains("stderr: error: setting AmqpUrl is missing"), "{output}");
@@ -74,7 +81,11 @@ async fn an_amqps_url_speaks_tls() {
         "amqps://guest:{WRONG_PASSWORD}@127.0.0.1:{}/%2F",
         listener.local_addr().unwrap().port()
     );
-    let mut relay = Handler::spawn(&["relay", "--to", "http://127.0.0.1:9/"], &[("AmqpUrl", &url)], "debug");
+    let mut relay = Handler::spawn(
+        &["relay", "--to", "http://127.0.0.1:9/"],
+        &AppSettings::new().with("AmqpUrl", url.as_str()),
+        "debug",
+    );
 
     let (mut stream, _) = tokio::time::timeout(Duration::from_secs(30), listener.accept())
         .await

@@ -4,16 +4,16 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use crate::support::broker::{SetUpNames, TestMessage, TestQueue};
-use crate::support::process::{Forwarder, Handler, run_to_end};
-use crate::support::target::{Seen, TestTarget};
+use test_support::broker::{TestMessage, Topology};
+use test_support::process::{Handler, Served, run_to_end};
+use test_support::target::{Seen, TestTarget};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_queued_messages_all_arrive_once_byte_for_byte_within_the_limits() {
     const COUNT: usize = 10_000;
     const CONCURRENCY: usize = 16;
     const RATE: usize = 5_000;
-    let queue = TestQueue::with_dead_letter().await;
+    let queue = Topology::with_dead_letter().await;
     let messages = TestMessage::many(COUNT, "bulk");
     queue.publish(&messages).await;
     let target = TestTarget::accepting().await;
@@ -54,7 +54,7 @@ async fn ten_thousand_queued_messages_all_arrive_once_byte_for_byte_within_the_l
 
 #[tokio::test]
 async fn method_query_content_type_and_body_reach_the_target_as_queued() {
-    let queue = TestQueue::with_dead_letter().await;
+    let queue = Topology::with_dead_letter().await;
     let long_content_type = format!("text/plain; charset=utf-8; x={}", "y".repeat(300));
     let messages = vec![
         TestMessage {
@@ -128,17 +128,23 @@ async fn method_query_content_type_and_body_reach_the_target_as_queued() {
 /// `handler relay` delivers them, and dead-letters into setup's queue.
 #[tokio::test]
 async fn webhooks_go_from_the_forwarder_through_the_queue_to_the_target_or_the_dead_letter_queue() {
-    let names = SetUpNames::new();
-    let queue = &names.queue;
-    let (status, output) = run_to_end(&["setup", "--queue", &queue.name, "--dead-letter"], &names.settings()).await;
-    assert!(status.success(), "{output}");
-    let forwarder = Forwarder::start(&names.settings()).await;
+    let queue = Topology::names();
+    let settings = queue.amqp_url_settings();
+    let setup = run_to_end(&["setup", "--queue", &queue.queue, "--dead-letter"], &settings, "").await;
+    assert!(setup.status.success(), "{}", setup.output());
+    let forwarder = Served::start(&settings).await;
     let form = "application/x-www-form-urlencoded";
     for (query, body) in [
         ("type=product&code=fnKEY-secret&id=7", "old=101&new=102&name=Caf%C3%A9"),
         ("type=product&code=fnKEY-secret&id=8", "doomed=1"),
     ] {
-        let answer = forwarder.send(query, form, body).await;
+        let answer = forwarder
+            .request(reqwest::Method::POST, &format!("/api/WebhookForwarder?{query}"))
+            .header("content-type", form)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(answer.status(), 200, "{}", forwarder.process.output());
     }
     let target = TestTarget::start(|seen| {
@@ -149,13 +155,11 @@ async fn webhooks_go_from_the_forwarder_through_the_queue_to_the_target_or_the_d
 
     // Debug logs: a successful run prints no password either.
     let to = target.url("/webhook.php");
-    let settings = names.settings();
-    let settings: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let mut relay = Handler::spawn(
         &[
             "relay",
             "--queue",
-            &queue.name,
+            &queue.queue,
             "--to",
             &to,
             "--max-attempts",

@@ -4,9 +4,9 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use crate::support::broker::{TestMessage, TestQueue};
-use crate::support::process::Handler;
-use crate::support::target::{Seen, TestTarget};
+use test_support::broker::{TestMessage, Topology};
+use test_support::process::Handler;
+use test_support::target::{Seen, TestTarget};
 
 fn attempts_by_body(seen: &[Seen]) -> HashMap<Vec<u8>, Vec<u32>> {
     let mut attempts: HashMap<Vec<u8>, Vec<u32>> = HashMap::new();
@@ -24,7 +24,7 @@ fn attempts_by_body(seen: &[Seen]) -> HashMap<Vec<u8>, Vec<u32>> {
 
 #[tokio::test]
 async fn failed_deliveries_are_retried_then_dead_lettered_with_the_reason() {
-    let queue = TestQueue::with_dead_letter().await;
+    let queue = Topology::with_dead_letter().await;
     let doomed = TestMessage::many(5, "doomed");
     let flaky = TestMessage::many(10, "flaky");
     let fine = TestMessage::many(5, "fine");
@@ -85,10 +85,10 @@ async fn failed_deliveries_are_retried_then_dead_lettered_with_the_reason() {
             Some("the target answered HTTP 500 Internal Server Error")
         );
         assert_eq!(dead.header("x-relay-attempts").as_deref(), Some("3"));
-        assert_eq!(dead.header("x-relay-queue").as_deref(), Some(queue.name.as_str()));
+        assert_eq!(dead.header("x-relay-queue").as_deref(), Some(queue.queue.as_str()));
         assert_eq!(dead.header("x-http-method").as_deref(), Some("POST"));
         assert_eq!(dead.header("x-http-query").as_deref(), Some("type=product"));
-        assert_eq!(*dead.properties.delivery_mode(), Some(2));
+        assert_eq!(dead.properties["delivery_mode"], 2);
     }
     assert_eq!(queue.depth().await, 0);
     let output = relay.output();
@@ -100,7 +100,7 @@ async fn failed_deliveries_are_retried_then_dead_lettered_with_the_reason() {
 
 #[tokio::test]
 async fn a_target_that_answers_too_late_is_retried() {
-    let queue = TestQueue::with_dead_letter().await;
+    let queue = Topology::with_dead_letter().await;
     let message = TestMessage::post("slow");
     queue.publish(std::slice::from_ref(&message)).await;
     // The first attempt gets its answer only after the relay gave up on it.
@@ -136,7 +136,7 @@ async fn a_target_that_answers_too_late_is_retried() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_backing_off_holds_up_neither_the_others_nor_shutdown() {
-    let queue = TestQueue::with_dead_letter().await;
+    let queue = Topology::with_dead_letter().await;
     let poison = TestMessage::post("poison");
     let others = TestMessage::many(20, "other");
     queue.publish(&[vec![poison.clone()], others.clone()].concat()).await;
@@ -179,7 +179,7 @@ async fn a_message_backing_off_holds_up_neither_the_others_nor_shutdown() {
 
 #[tokio::test]
 async fn without_a_dead_letter_exchange_an_exhausted_message_is_kept_not_dropped() {
-    let queue = TestQueue::without_dead_letter().await;
+    let queue = Topology::declare().await;
     let message = TestMessage::post("undeliverable");
     queue.publish(std::slice::from_ref(&message)).await;
     let target = TestTarget::start(|_| (Duration::ZERO, 500)).await;

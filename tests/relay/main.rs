@@ -6,9 +6,6 @@
 // Test code: a panic is a failed test.
 #![allow(clippy::unwrap_used)]
 
-#[path = "../support/mod.rs"]
-mod support;
-
 mod config;
 mod delivery;
 mod failures;

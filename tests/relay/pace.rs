@@ -2,9 +2,9 @@
 
 use std::time::{Duration, Instant};
 
-use crate::support::broker::{TestMessage, TestQueue};
-use crate::support::process::Handler;
-use crate::support::target::{Seen, TestTarget};
+use test_support::broker::{TestMessage, Topology};
+use test_support::process::Handler;
+use test_support::target::{Seen, TestTarget};
 
 /// How late a request may reach the target after its slot (timer overshoot,
 /// a busy 2-core machine, the network stack) before the checks below call it
@@ -45,7 +45,7 @@ fn busiest_window(seen: &[Seen], window: Duration) -> usize {
 async fn the_rate_spaces_requests_evenly_and_no_faster_than_set() {
     const COUNT: usize = 150;
     const RATE: usize = 50;
-    let queue = TestQueue::with_dead_letter().await;
+    let queue = Topology::with_dead_letter().await;
     queue.publish(&TestMessage::many(COUNT, "paced")).await;
     let target = TestTarget::accepting().await;
 
@@ -77,7 +77,7 @@ async fn the_rate_spaces_requests_evenly_and_no_faster_than_set() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_more_than_the_concurrency_is_in_flight_and_all_of_it_is_used() {
     const CONCURRENCY: usize = 3;
-    let queue = TestQueue::with_dead_letter().await;
+    let queue = Topology::with_dead_letter().await;
     queue.publish(&TestMessage::many(60, "concurrent")).await;
     // Slow answers keep requests in flight long enough to overlap.
     let target = TestTarget::start(|_| (Duration::from_millis(50), 200)).await;

@@ -4,15 +4,15 @@
 
 use std::time::Duration;
 
-use crate::support::broker::{TestMessage, TestQueue, close_connections_named};
-use crate::support::process::Handler;
-use crate::support::target::TestTarget;
-use crate::support::{assert_each_arrived_with_distinct_attempts, wait_until_drained};
+use test_support::broker::{TestMessage, Topology, close_connections_named};
+use test_support::process::Handler;
+use test_support::target::TestTarget;
+use test_support::target::{assert_each_arrived_with_distinct_attempts, wait_until_drained};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_closed_mid_drain_is_reopened_and_nothing_is_lost() {
     const COUNT: usize = 2_000;
-    let queue = TestQueue::with_dead_letter().await;
+    let queue = Topology::with_dead_letter().await;
     let messages = TestMessage::many(COUNT, "reconnect");
     queue.publish(&messages).await;
     let target = TestTarget::start(|_| (Duration::from_millis(5), 200)).await;
@@ -21,7 +21,7 @@ async fn a_connection_closed_mid_drain_is_reopened_and_nothing_is_lost() {
         .wait_until(Duration::from_secs(60), "200 deliveries", |seen| seen.len() >= 200)
         .await;
 
-    close_connections_named(&format!("webhook-relay: {}", queue.name)).await;
+    close_connections_named(&format!("webhook-relay: {}", queue.queue)).await;
     relay.wait_for_output("reconnected to", Duration::from_secs(60)).await;
     wait_until_drained(&queue, &target, &relay, COUNT).await;
     relay.stop().await;

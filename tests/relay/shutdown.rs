@@ -4,14 +4,14 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use crate::support::broker::{TestMessage, TestQueue};
-use crate::support::process::Handler;
-use crate::support::target::TestTarget;
+use test_support::broker::{TestMessage, Topology};
+use test_support::process::Handler;
+use test_support::target::TestTarget;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_mid_drain_acks_what_was_delivered_and_returns_the_rest() {
     const COUNT: usize = 2_000;
-    let queue = TestQueue::with_dead_letter().await;
+    let queue = Topology::with_dead_letter().await;
     let messages = TestMessage::many(COUNT, "drain");
     queue.publish(&messages).await;
     // Slow enough that requests are in flight when the signal comes.

@@ -1,0 +1,190 @@
+//! The management API's JSON: what setup sends to declare, and the parts of
+//! the answers that check reads. Unknown fields are ignored.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::broker::topology::{Binding, Exchange, Queue};
+
+/// `GET /api/whoami`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct WhoAmI {
+    /// The user name.
+    pub name: String,
+    /// `["administrator"]` on 3.9+, `"administrator"` on older brokers.
+    #[serde(default)]
+    pub tags: Value,
+}
+
+impl WhoAmI {
+    /// The tags as one comma-separated line, whichever form the broker sent.
+    pub fn tags(&self) -> String {
+        match &self.tags {
+            Value::Array(tags) => tags.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(","),
+            Value::String(tags) => tags.clone(),
+            _ => String::new(),
+        }
+    }
+}
+
+/// `GET /api/exchanges/{vhost}/{name}`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ExchangeInfo {
+    /// `direct`, `fanout`, `topic`, `headers`, ...
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Survives a broker restart.
+    pub durable: bool,
+    /// Deleted when its last binding goes.
+    #[serde(default)]
+    pub auto_delete: bool,
+    /// Internal exchanges take no publishes.
+    #[serde(default)]
+    pub internal: bool,
+}
+
+/// `GET /api/queues/{vhost}/{name}`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct QueueInfo {
+    /// Survives a broker restart.
+    pub durable: bool,
+    /// Deleted when its last consumer goes.
+    #[serde(default)]
+    pub auto_delete: bool,
+    /// Belongs to one connection and goes with it.
+    #[serde(default)]
+    pub exclusive: bool,
+    /// `classic`, `quorum` or `stream`.
+    #[serde(rename = "type", default)]
+    pub kind: Option<String>,
+    /// The `x-` arguments it was declared with.
+    #[serde(default)]
+    pub arguments: Map<String, Value>,
+}
+
+impl QueueInfo {
+    /// Whether a persistent message in it survives a restart and waits for a
+    /// consumer: durable, and not tied to a connection or a consumer.
+    pub fn keeps_messages(&self) -> bool {
+        self.durable && !self.auto_delete && !self.exclusive
+    }
+}
+
+/// One entry of `GET /api/exchanges/{vhost}/{name}/bindings/source`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct BindingInfo {
+    /// The queue or exchange bound.
+    pub destination: String,
+    /// `queue` or `exchange`.
+    pub destination_type: String,
+    /// The binding's routing key.
+    pub routing_key: String,
+}
+
+/// The body of `PUT /api/exchanges/{vhost}/{name}`.
+#[derive(Debug, Serialize)]
+pub struct DeclareExchange {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    durable: bool,
+    auto_delete: bool,
+    internal: bool,
+    arguments: Map<String, Value>,
+}
+
+impl From<&Exchange> for DeclareExchange {
+    fn from(exchange: &Exchange) -> Self {
+        Self {
+            kind: exchange.kind.as_str(),
+            durable: true,
+            auto_delete: false,
+            internal: false,
+            arguments: Map::new(),
+        }
+    }
+}
+
+/// The body of `PUT /api/queues/{vhost}/{name}`.
+#[derive(Debug, Serialize)]
+pub struct DeclareQueue<'a> {
+    durable: bool,
+    auto_delete: bool,
+    arguments: &'a Map<String, Value>,
+}
+
+impl<'a> From<&'a Queue> for DeclareQueue<'a> {
+    fn from(queue: &'a Queue) -> Self {
+        Self {
+            durable: true,
+            auto_delete: false,
+            arguments: &queue.arguments,
+        }
+    }
+}
+
+/// The body of `POST /api/bindings/{vhost}/e/{exchange}/q/{queue}`.
+#[derive(Debug, Serialize)]
+pub struct DeclareBinding<'a> {
+    routing_key: &'a str,
+    arguments: Map<String, Value>,
+}
+
+impl<'a> From<&'a Binding> for DeclareBinding<'a> {
+    fn from(binding: &'a Binding) -> Self {
+        Self {
+            routing_key: &binding.routing_key,
+            arguments: Map::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::broker::topology::ExchangeKind;
+
+    #[test]
+    fn declare_bodies_are_the_documented_ones() {
+        let exchange = Exchange {
+            name: "x".into(),
+            kind: ExchangeKind::Direct,
+        };
+        assert_eq!(
+            serde_json::to_value(DeclareExchange::from(&exchange)).unwrap(),
+            json!({"type":"direct","durable":true,"auto_delete":false,"internal":false,"arguments":{}})
+        );
+        let queue = Queue {
+            name: "q".into(),
+            arguments: json!({"x-message-ttl": 604_800_000}).as_object().unwrap().clone(),
+        };
+        assert_eq!(
+            serde_json::to_value(DeclareQueue::from(&queue)).unwrap(),
+            json!({"durable":true,"auto_delete":false,"arguments":{"x-message-ttl":604_800_000}})
+        );
+    }
+
+    #[test]
+    fn tags_read_in_both_forms() {
+        let new: WhoAmI = serde_json::from_value(json!({"name":"guest","tags":["administrator","x"]})).unwrap();
+        assert_eq!(new.tags(), "administrator,x");
+        let old: WhoAmI = serde_json::from_value(json!({"name":"guest","tags":"administrator"})).unwrap();
+        assert_eq!(old.tags(), "administrator");
+    }
+
+    #[test]
+    fn only_durable_queues_not_tied_to_a_connection_keep_messages() {
+        let queue = |durable, auto_delete, exclusive| QueueInfo {
+            durable,
+            auto_delete,
+            exclusive,
+            kind: None,
+            arguments: Map::new(),
+        };
+        assert!(queue(true, false, false).keeps_messages());
+        assert!(!queue(false, false, false).keeps_messages());
+        assert!(!queue(true, true, false).keeps_messages());
+        assert!(!queue(true, false, true).keeps_messages());
+    }
+}

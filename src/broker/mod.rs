@@ -1,0 +1,13 @@
+//! Everything that knows RabbitMQ: where it is ([`url`], [`http`]), what a
+//! queued webhook looks like ([`message`]), what must exist on it
+//! ([`topology`]), and the management API that declares and checks that
+//! ([`management`]). The publish transports build on these in
+//! [`crate::publish`]; the relay reads with them.
+
+pub mod http;
+pub mod management;
+pub mod message;
+pub mod topology;
+pub mod url;
+
+pub use url::{AmqpUrl, AmqpUrlError};

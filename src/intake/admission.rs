@@ -1,0 +1,230 @@
+//! Optional source checks, off by default: an allow-list of client networks
+//! and a shared secret. The Functions host's function key already guards the
+//! Azure deployment; these are for standalone deployments and defence in depth.
+//!
+//! The client address is the last `X-Forwarded-For` entry (the one Azure's
+//! front end appends; it may carry a port), or, without that header, the TCP
+//! peer. Earlier entries are whatever the client claimed, so they are ignored.
+//! Without a proxy that sets the header, a client can forge it: the
+//! allow-list only holds behind such a proxy (or with the TCP peer itself).
+
+use std::net::IpAddr;
+
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::settings::SourceChecks;
+
+/// Header carrying the shared secret.
+pub const SECRET_HEADER: &str = "x-webhook-secret";
+/// Query parameter carrying the shared secret (for senders that cannot set
+/// headers, like legacy e-conomic webhooks); removed before publishing.
+pub const SECRET_PARAM: &str = "secret";
+
+/// What a request tells about its caller.
+#[derive(Debug, Clone, Default)]
+pub struct Caller<'a> {
+    /// The `X-Forwarded-For` header, when there is one.
+    pub forwarded_for: Option<&'a str>,
+    /// The TCP peer (forwarding mode and standalone only; in payload mode the peer is the host).
+    pub peer: Option<IpAddr>,
+    /// The `X-Webhook-Secret` header, when there is one.
+    pub secret_header: Option<&'a str>,
+    /// The query string (function key already removed).
+    pub query: &'a str,
+}
+
+/// Why a request was refused; the text is for the log, never the caller.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// No client address could be found.
+    #[error("no client address (no X-Forwarded-For header) to check against AllowedSourceNetworks")]
+    NoClientAddress,
+    /// The client address is not in the allow-list.
+    #[error("client address {0} is not in AllowedSourceNetworks")]
+    SourceNotAllowed(IpAddr),
+    /// No secret was presented.
+    #[error("no shared secret (header X-Webhook-Secret or query parameter secret) although WebhookSecret is set")]
+    SecretMissing,
+    /// The presented secret is wrong.
+    #[error("the shared secret presented does not match WebhookSecret")]
+    SecretWrong,
+}
+
+/// The checks the settings turned on, run for each webhook.
+#[derive(Debug, Clone, Default)]
+pub struct Admission(SourceChecks);
+
+impl Admission {
+    /// Enforces `checks`.
+    pub fn new(checks: SourceChecks) -> Self {
+        Self(checks)
+    }
+
+    /// Runs the checks that are on.
+    pub fn check(&self, caller: &Caller<'_>) -> Result<(), Refusal> {
+        let SourceChecks {
+            allowed_networks,
+            shared_secret,
+        } = &self.0;
+        if let Some(networks) = allowed_networks {
+            let address = client_address(caller).ok_or(Refusal::NoClientAddress)?;
+            if !networks.iter().any(|net| net.contains(&address)) {
+                return Err(Refusal::SourceNotAllowed(address));
+            }
+        }
+        if let Some(expected) = shared_secret {
+            let presented = caller
+                .secret_header
+                .map(str::to_owned)
+                .or_else(|| query_value(caller.query, SECRET_PARAM))
+                .ok_or(Refusal::SecretMissing)?;
+            if !same_secret(&presented, expected.expose()) {
+                return Err(Refusal::SecretWrong);
+            }
+        }
+        Ok(())
+    }
+
+    /// Query parameters to remove before publishing, besides the function key.
+    pub fn secret_params(&self) -> &'static [&'static str] {
+        if self.0.shared_secret.is_some() {
+            &[SECRET_PARAM]
+        } else {
+            &[]
+        }
+    }
+}
+
+/// Compares digests in constant time, so neither the content nor the length
+/// of the expected secret leaks through timing.
+fn same_secret(presented: &str, expected: &str) -> bool {
+    let (a, b) = (
+        Sha256::digest(presented.as_bytes()),
+        Sha256::digest(expected.as_bytes()),
+    );
+    a.as_slice().ct_eq(b.as_slice()).into()
+}
+
+/// The last `X-Forwarded-For` entry without its port, else the TCP peer.
+fn client_address(caller: &Caller<'_>) -> Option<IpAddr> {
+    match caller.forwarded_for {
+        Some(header) => parse_address(header.rsplit(',').next()?.trim()),
+        None => caller.peer,
+    }
+}
+
+/// `1.2.3.4`, `1.2.3.4:5678`, `::1`, `[::1]:5678`.
+fn parse_address(entry: &str) -> Option<IpAddr> {
+    if let Ok(address) = entry.parse() {
+        return Some(address);
+    }
+    if let Ok(socket) = entry.parse::<std::net::SocketAddr>() {
+        return Some(socket.ip());
+    }
+    entry.trim_start_matches('[').trim_end_matches(']').parse().ok()
+}
+
+fn query_value(query: &str, name: &str) -> Option<String> {
+    url::form_urlencoded::parse(query.as_bytes())
+        .find(|(key, _)| key == name)
+        .map(|(_, value)| value.into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use crate::secret::Secret;
+    use crate::settings::parse_networks;
+
+    fn allow(list: &str) -> Admission {
+        Admission::new(SourceChecks {
+            allowed_networks: Some(parse_networks(list).unwrap()),
+            shared_secret: None,
+        })
+    }
+
+    fn secret(value: &str) -> Admission {
+        Admission::new(SourceChecks {
+            allowed_networks: None,
+            shared_secret: Some(Secret::new(value)),
+        })
+    }
+
+    fn from(forwarded_for: &str) -> Caller<'_> {
+        Caller {
+            forwarded_for: Some(forwarded_for),
+            ..Caller::default()
+        }
+    }
+
+    #[test]
+    fn off_by_default_admits_everyone() {
+        assert!(Admission::default().check(&Caller::default()).is_ok());
+    }
+
+    #[test]
+    fn e_conomic_expands_to_its_addresses_with_or_without_port() {
+        let admission = allow("e-conomic");
+        assert!(admission.check(&from("54.72.52.167:51234")).is_ok());
+        assert!(admission.check(&from("54.76.161.29")).is_ok());
+        assert_eq!(
+            admission.check(&from("203.0.113.9:1")),
+            Err(Refusal::SourceNotAllowed("203.0.113.9".parse().unwrap()))
+        );
+    }
+
+    #[test]
+    fn only_the_last_forwarded_entry_counts() {
+        let admission = allow("10.0.0.0/8");
+        assert!(admission.check(&from("54.72.52.167, 10.1.2.3:443")).is_ok());
+        assert!(
+            admission.check(&from("10.1.2.3, 203.0.113.9")).is_err(),
+            "a forged first entry is ignored"
+        );
+    }
+
+    #[test]
+    fn ipv6_with_brackets_and_port_is_understood() {
+        assert!(allow("2001:db8::/32").check(&from("[2001:db8::1]:443")).is_ok());
+    }
+
+    #[test]
+    fn without_forwarded_for_the_peer_is_used_and_without_either_it_is_refused() {
+        let admission = allow("127.0.0.1");
+        let peer = Caller {
+            peer: Some("127.0.0.1".parse().unwrap()),
+            ..Caller::default()
+        };
+        assert!(admission.check(&peer).is_ok());
+        assert_eq!(admission.check(&Caller::default()), Err(Refusal::NoClientAddress));
+    }
+
+    #[test]
+    fn the_secret_is_accepted_from_the_header_or_the_query() {
+        let admission = secret("s3cret");
+        let header = Caller {
+            secret_header: Some("s3cret"),
+            ..Caller::default()
+        };
+        let query = Caller {
+            query: "type=x&secret=s3cret",
+            ..Caller::default()
+        };
+        assert!(admission.check(&header).is_ok());
+        assert!(admission.check(&query).is_ok());
+        assert_eq!(admission.secret_params(), &["secret"]);
+    }
+
+    #[test]
+    fn a_missing_or_wrong_secret_is_refused() {
+        let admission = secret("s3cret");
+        assert_eq!(admission.check(&Caller::default()), Err(Refusal::SecretMissing));
+        let wrong = Caller {
+            secret_header: Some("s3cret "),
+            ..Caller::default()
+        };
+        assert_eq!(admission.check(&wrong), Err(Refusal::SecretWrong));
+    }
+}

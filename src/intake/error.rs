@@ -1,0 +1,147 @@
+//! Every way a webhook can fail to be queued, and the one place that maps
+//! each to what the caller sees: a status, maybe `Retry-After`, a short reason.
+//!
+//! Anything but 2xx makes e-conomic retry, so broker trouble is always 5xx:
+//! a 4xx would tell some senders to give up on an event we did not queue.
+
+use warp::http::StatusCode;
+
+use crate::publish::PublishError;
+
+/// Seconds a caller is asked to wait before retrying after a 503.
+pub const RETRY_AFTER_SECONDS: u64 = 5;
+
+/// Why a webhook was not queued.
+#[derive(Debug, thiserror::Error)]
+pub enum ForwardError {
+    /// The body is over `MaxBodyBytes`.
+    #[error("the request body is larger than the {limit}-byte limit (setting MaxBodyBytes)")]
+    BodyTooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// The body could not be read (the sender hung up mid-body).
+    #[error("the request body could not be read: {0}")]
+    BodyUnreadable(String),
+    /// The method is not one the route takes.
+    #[error("method {method} is not allowed here; use {allowed}")]
+    MethodNotAllowed {
+        /// The method used.
+        method: String,
+        /// The methods the route takes, for the `Allow` header.
+        allowed: &'static str,
+    },
+    /// A source check refused the request.
+    #[error("the request was refused: {0}")]
+    Forbidden(#[from] super::admission::Refusal),
+    /// The host's invocation JSON is malformed.
+    #[error("the invocation request is malformed: {0}")]
+    BadInvocation(String),
+    /// The broker did not confirm the message.
+    #[error("the webhook was not queued: {0}")]
+    Publish(#[from] PublishError),
+}
+
+impl ForwardError {
+    /// The status the caller gets.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::BodyUnreadable(_) | Self::BadInvocation(_) => StatusCode::BAD_REQUEST,
+            Self::Publish(_) if self.retry_after().is_some() => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Publish(_) => StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    /// `Retry-After` seconds, for failures that should pass by themselves.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            Self::Publish(PublishError::Overloaded { .. } | PublishError::DeadlineExceeded { .. }) => {
+                Some(RETRY_AFTER_SECONDS)
+            }
+            Self::Publish(e) if e.is_transient() => Some(RETRY_AFTER_SECONDS),
+            _ => None,
+        }
+    }
+
+    /// The short reason the caller reads: no broker names, no secrets.
+    pub fn reason(&self) -> String {
+        match self {
+            Self::BodyTooLarge { limit } => format!("request body over the {limit}-byte limit"),
+            Self::BodyUnreadable(_) => "request body could not be read".to_owned(),
+            Self::MethodNotAllowed { .. } => self.to_string(),
+            // Which check failed is for the log: no hints to a prober.
+            Self::Forbidden(_) => "request not allowed".to_owned(),
+            Self::BadInvocation(detail) => format!("malformed invocation request: {detail}"),
+            Self::Publish(PublishError::Overloaded { .. }) => "too many webhooks at once; retry later".to_owned(),
+            Self::Publish(_) if self.retry_after().is_some() => "the queue is unavailable; retry later".to_owned(),
+            Self::Publish(_) => "the webhook could not be queued; retry later".to_owned(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn publish(e: PublishError) -> ForwardError {
+        ForwardError::Publish(e)
+    }
+
+    #[test]
+    fn overload_is_503_with_retry_after() {
+        let e = publish(PublishError::Overloaded {
+            concurrency: 1,
+            waited: Duration::from_secs(1),
+        });
+        assert_eq!(e.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(e.retry_after(), Some(RETRY_AFTER_SECONDS));
+    }
+
+    #[test]
+    fn a_broker_that_stays_down_is_503_with_retry_after() {
+        let e = publish(PublishError::DeadlineExceeded {
+            attempts: 3,
+            deadline: Duration::from_secs(1),
+            last: Box::new(PublishError::Transport("refused".into())),
+        });
+        assert_eq!(e.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(e.retry_after(), Some(RETRY_AFTER_SECONDS));
+    }
+
+    #[test]
+    fn broker_configuration_errors_are_502_so_the_sender_retries() {
+        let not_routed = publish(PublishError::NotRouted {
+            exchange: "internal-exchange".into(),
+            vhost: "/".into(),
+            routing_key: "k".into(),
+        });
+        assert_eq!(not_routed.status(), StatusCode::BAD_GATEWAY);
+        assert_eq!(not_routed.retry_after(), None);
+        assert!(
+            !not_routed.reason().contains("internal-exchange"),
+            "the caller is not told broker names"
+        );
+        let unauthorized = publish(PublishError::Unauthorized {
+            user: "u".into(),
+            reason: "Login failed".into(),
+            setting: "AmqpUrl",
+        });
+        assert_eq!(unauthorized.status(), StatusCode::BAD_GATEWAY);
+    }
+
+    #[test]
+    fn input_errors_are_4xx() {
+        assert_eq!(
+            ForwardError::BodyTooLarge { limit: 1 }.status(),
+            StatusCode::PAYLOAD_TOO_LARGE
+        );
+        assert_eq!(
+            ForwardError::BadInvocation("x".into()).status(),
+            StatusCode::BAD_REQUEST
+        );
+    }
+}

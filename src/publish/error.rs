@@ -1,0 +1,182 @@
+//! Why a publish failed, worded so the log line says what to do about it.
+
+use std::time::Duration;
+
+/// A publish that did not end in `{"routed":true}`.
+///
+/// The `Display` text is the actionable log line. It never holds the auth
+/// header or the password: only names the operator needs to fix things.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// Every publish slot stayed busy for the whole slot wait.
+    #[error(
+        "all {concurrency} publish slots stayed busy for {waited:?}: the broker is slower than the incoming rate; the caller was told to retry later"
+    )]
+    Overloaded {
+        /// The configured concurrency.
+        concurrency: usize,
+        /// How long the request waited.
+        waited: Duration,
+    },
+    /// The broker answered `{"routed":false}`: the message was dropped.
+    #[error(
+        "the broker DROPPED the message: no queue is bound to exchange {exchange:?} in vhost {vhost:?} with routing key {routing_key:?}; bind a durable queue to it (`handler setup` does)"
+    )]
+    NotRouted {
+        /// The exchange published to.
+        exchange: String,
+        /// Its vhost.
+        vhost: String,
+        /// The routing key used.
+        routing_key: String,
+    },
+    /// 401: the credentials were refused.
+    #[error(
+        "the broker refused the credentials of user {user:?} (401: {reason}); check setting {setting}: the user and password of a user with the management tag"
+    )]
+    Unauthorized {
+        /// The user named in the credentials.
+        user: String,
+        /// The broker's reason ("Login failed", "Not management user").
+        reason: String,
+        /// The setting the credentials came from.
+        setting: &'static str,
+    },
+    /// 401 "Access refused.": the login worked but the broker would not open
+    /// the connection it publishes on, as when the vhost's connection limit
+    /// is reached (seen with RabbitMQ 3.10); worth retrying.
+    #[error(
+        "the broker refused a connection for user {user:?} (401: Access refused.): the vhost's connection limit is probably reached (CloudAMQP's free plan allows 20); lower PublishConcurrency"
+    )]
+    ConnectionRefused {
+        /// The user named in the auth header.
+        user: String,
+    },
+    /// 404: unknown vhost or exchange, or no permission on the vhost.
+    #[error(
+        "the broker does not know exchange {exchange:?} in vhost {vhost:?}, or the user may not use that vhost (404: {reason}); check setting {setting} and declare the exchange (`handler setup`)"
+    )]
+    NotFound {
+        /// The exchange published to.
+        exchange: String,
+        /// Its vhost.
+        vhost: String,
+        /// The broker's reason.
+        reason: String,
+        /// The setting the exchange and vhost came from.
+        setting: &'static str,
+    },
+    /// Another 4xx: the broker rejected the request itself.
+    #[error("the broker rejected the publish ({status}: {reason})")]
+    Rejected {
+        /// The HTTP status.
+        status: u16,
+        /// The broker's reason.
+        reason: String,
+    },
+    /// 5xx or 429: the broker (or a proxy before it) failed; worth retrying.
+    #[error("the broker answered {status} ({reason})")]
+    Unavailable {
+        /// The HTTP status.
+        status: u16,
+        /// The broker's reason.
+        reason: String,
+    },
+    /// 200 without a `routed` verdict: not the RabbitMQ publish endpoint?
+    #[error(
+        "the endpoint answered 200 without a routed verdict; is AmqpEndpoint the RabbitMQ management API's .../publish URL?"
+    )]
+    UnexpectedAnswer,
+    /// No answer within the attempt timeout (the confirm can hang).
+    #[error("no answer from the broker within {0:?}")]
+    Timeout(Duration),
+    /// The connection could not be made or broke.
+    #[error("could not reach the broker: {0}")]
+    Transport(String),
+    /// Transient failures went on until the publish deadline.
+    #[error("gave up after {attempts} attempts within the {deadline:?} publish deadline; last failure: {last}")]
+    DeadlineExceeded {
+        /// Attempts made.
+        attempts: u32,
+        /// The configured deadline.
+        deadline: Duration,
+        /// The last attempt's failure.
+        last: Box<PublishError>,
+    },
+}
+
+impl PublishError {
+    /// Whether another attempt may succeed: network trouble, timeouts, 5xx,
+    /// 429, and "not found": while a restarted broker recovers its
+    /// definitions, its API answers that the exchange does not exist for a
+    /// few seconds (seen with RabbitMQ 3.10), and callers should wait that out.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Self::Unavailable { .. }
+                | Self::Timeout(_)
+                | Self::Transport(_)
+                | Self::NotFound { .. }
+                | Self::ConnectionRefused { .. }
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn not_routed_says_which_binding_is_missing() {
+        let e = PublishError::NotRouted {
+            exchange: "e-conomic.direct".into(),
+            vhost: "/".into(),
+            routing_key: "webhook".into(),
+        };
+        let text = e.to_string();
+        assert!(
+            text.contains("no queue is bound to exchange \"e-conomic.direct\""),
+            "{text}"
+        );
+        assert!(text.contains("routing key \"webhook\""), "{text}");
+        assert!(!e.is_transient());
+    }
+
+    #[test]
+    fn only_network_timeouts_and_server_errors_are_transient() {
+        assert!(PublishError::Timeout(Duration::from_secs(1)).is_transient());
+        assert!(PublishError::Transport("reset".into()).is_transient());
+        assert!(
+            PublishError::Unavailable {
+                status: 503,
+                reason: String::new()
+            }
+            .is_transient()
+        );
+        assert!(
+            PublishError::NotFound {
+                exchange: "x".into(),
+                vhost: "/".into(),
+                reason: String::new(),
+                setting: "AmqpEndpoint",
+            }
+            .is_transient()
+        );
+        assert!(PublishError::ConnectionRefused { user: "u".into() }.is_transient());
+        assert!(
+            !PublishError::Unauthorized {
+                user: "u".into(),
+                reason: String::new(),
+                setting: "AmqpUrl",
+            }
+            .is_transient()
+        );
+        assert!(
+            !PublishError::Rejected {
+                status: 400,
+                reason: String::new()
+            }
+            .is_transient()
+        );
+    }
+}

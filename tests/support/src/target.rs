@@ -1,0 +1,224 @@
+//! A local HTTP target for the relay: records every request (method, path and
+//! query, headers, body, arrival time) and answers as the test tells it, after
+//! an optional delay, so failures, slowness and concurrency can be observed.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use std::collections::{HashMap, HashSet};
+
+use bytes::Bytes;
+use warp::Filter;
+use warp::http::{HeaderMap, Method, StatusCode};
+use warp::path::FullPath;
+
+use crate::broker::{TestMessage, Topology};
+use crate::process::Handler;
+
+/// One request the target received.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    /// The HTTP method.
+    pub method: Method,
+    /// Path and query, e.g. `/hook.php?type=product`.
+    pub path_and_query: String,
+    /// Every header.
+    pub headers: HeaderMap,
+    /// The body, byte for byte.
+    pub body: Bytes,
+    /// When it arrived.
+    pub arrived: Instant,
+    /// What the target answered (known once answered).
+    pub status: u16,
+}
+
+impl Seen {
+    /// A header as text, if present.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(|v| v.to_str().unwrap())
+    }
+
+    /// `X-Webhook-Message-Id`.
+    pub fn message_id(&self) -> &str {
+        self.header("x-webhook-message-id")
+            .expect("every relayed request has a message id")
+    }
+
+    /// `X-Webhook-Attempt`.
+    pub fn attempt(&self) -> u32 {
+        self.header("x-webhook-attempt").unwrap().parse().unwrap()
+    }
+
+    /// Whether the target answered 2xx.
+    pub fn accepted(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+}
+
+/// How the target answers a request: after this delay, with this status.
+pub type Behaviour = dyn Fn(&Seen) -> (Duration, u16) + Send + Sync;
+
+struct State {
+    seen: Mutex<Vec<Seen>>,
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
+    behaviour: Box<Behaviour>,
+}
+
+/// The running target.
+pub struct TestTarget {
+    addr: SocketAddr,
+    state: Arc<State>,
+}
+
+impl TestTarget {
+    /// A target answering 200 at once to everything.
+    pub async fn accepting() -> Self {
+        Self::start(|_| (Duration::ZERO, 200)).await
+    }
+
+    /// A target answering as `behaviour` says.
+    pub async fn start(behaviour: impl Fn(&Seen) -> (Duration, u16) + Send + Sync + 'static) -> Self {
+        let state = Arc::new(State {
+            seen: Mutex::new(Vec::new()),
+            in_flight: AtomicUsize::new(0),
+            max_in_flight: AtomicUsize::new(0),
+            behaviour: Box::new(behaviour),
+        });
+        let shared = state.clone();
+        let route = warp::method()
+            .and(warp::path::full())
+            .and(warp::query::raw().or(warp::any().map(String::new)).unify())
+            .and(warp::header::headers_cloned())
+            .and(warp::body::bytes())
+            .then(
+                move |method: Method, path: FullPath, query: String, headers: HeaderMap, body: Bytes| {
+                    let state = shared.clone();
+                    async move {
+                        let now = state.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                        state.max_in_flight.fetch_max(now, Ordering::SeqCst);
+                        let path_and_query = if query.is_empty() {
+                            path.as_str().to_owned()
+                        } else {
+                            format!("{}?{query}", path.as_str())
+                        };
+                        let mut seen = Seen {
+                            method,
+                            path_and_query,
+                            headers,
+                            body,
+                            arrived: Instant::now(),
+                            status: 0,
+                        };
+                        let (delay, status) = (state.behaviour)(&seen);
+                        tokio::time::sleep(delay).await;
+                        seen.status = status;
+                        state.seen.lock().expect("seen lock").push(seen);
+                        // Out of flight before the answer leaves: the relay can only
+                        // start its next request after reading this answer.
+                        state.in_flight.fetch_sub(1, Ordering::SeqCst);
+                        warp::reply::with_status("", StatusCode::from_u16(status).unwrap())
+                    }
+                },
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(warp::serve(route).incoming(listener).run());
+        Self { addr, state }
+    }
+
+    /// The URL of `path` on this target.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Every request answered so far, in the order they were answered.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.state.seen.lock().expect("seen lock").clone()
+    }
+
+    /// How many requests were answered 2xx so far.
+    pub fn accepted_count(&self) -> usize {
+        self.state
+            .seen
+            .lock()
+            .expect("seen lock")
+            .iter()
+            .filter(|s| s.accepted())
+            .count()
+    }
+
+    /// How many requests were answered so far.
+    pub fn count(&self) -> usize {
+        self.state.seen.lock().expect("seen lock").len()
+    }
+
+    /// The most requests that were ever in flight at once.
+    pub fn max_in_flight(&self) -> usize {
+        self.state.max_in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Waits until `done` holds for the requests seen, polling; panics after `limit`.
+    pub async fn wait_until(&self, limit: Duration, what: &str, done: impl Fn(&[Seen]) -> bool) {
+        let deadline = Instant::now() + limit;
+        loop {
+            if done(&self.state.seen.lock().expect("seen lock")) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {limit:?} waiting for {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Waits until every one of `count` messages was accepted at least once, the
+/// queue is empty and the relay holds nothing: all delivered, acknowledged,
+/// nothing left anywhere. Repeats after a lost connection may still be in
+/// play when the last new id arrives, hence the two last conditions.
+pub async fn wait_until_drained(topology: &Topology, target: &TestTarget, relay: &Handler, count: usize) {
+    target
+        .wait_until(Duration::from_secs(120), "every message accepted", |seen| {
+            let accepted: HashSet<&str> = seen.iter().filter(|s| s.accepted()).map(|s| s.message_id()).collect();
+            accepted.len() >= count
+        })
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let output = relay.output();
+        let last_progress = output.lines().rfind(|l| l.starts_with("progress: ")).unwrap_or("");
+        if topology.depth().await == 0 && last_progress.contains(" held=0 ") {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the queue did not drain:\n{output}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Every message reached the target, and no two requests for one message
+/// carried the same `X-Webhook-Attempt`: a repeat after a lost connection
+/// says it is one. (An attempt cut off with the connection may never have
+/// been recorded, so the numbers can start above 1.)
+pub fn assert_each_arrived_with_distinct_attempts(messages: &[TestMessage], seen: &[Seen]) {
+    let mut attempts: HashMap<&str, Vec<u32>> = HashMap::new();
+    for request in seen {
+        attempts
+            .entry(request.message_id())
+            .or_default()
+            .push(request.attempt());
+    }
+    for message in messages {
+        let made = attempts.get(message.id.as_str()).expect("every message arrives");
+        let distinct: HashSet<&u32> = made.iter().collect();
+        assert_eq!(
+            distinct.len(),
+            made.len(),
+            "attempt numbers of {}: {made:?}",
+            message.id
+        );
+    }
+}
