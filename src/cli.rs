@@ -5,12 +5,28 @@
 use clap::{Args, Parser, Subcommand};
 
 use crate::broker::topology::{DEFAULT_QUEUE, DEFAULT_TTL_DAYS, MAX_TTL_DAYS};
+
+/// The app settings in brief; docs/settings.md has them in full.
+const SETTINGS_HELP: &str = "\
+App settings (environment variables; docs/settings.md has every one in full):
+  AmqpUrl                 amqps://<user>:<password>@<host>/<vhost> from the CloudAMQP details page
+  AmqpExchange            exchange to publish to [default: e-conomic.direct]
+  AmqpEndpoint            the HTTP publish URL, instead of the one AmqpUrl gives
+  AmqpAuthHeader          base64(\"<user>:<password>\") (`handler auth-header`), instead of AmqpUrl's
+  AmqpRoutingKey          [default: webhook]        AmqpAppId  [default: e-conomic-webhook-forwarder]
+  MaxBodyBytes            [default: 1048576]        PublishConcurrency  [default: 64]
+  PublishSlotWait         [default: 5s]             PublishAttemptTimeout  [default: 10s]
+  PublishDeadline         [default: 30s]            ShutdownGrace  [default: 10s]
+  HeaderReadTimeout       [default: 2m]             ListenAddress  [default: 127.0.0.1:8080]
+  AllowedSourceNetworks   e.g. e-conomic,10.0.0.0/8 [default: all]
+  WebhookSecret           a shared secret callers must send [default: none]
+A variable that looks like one of these but is not (PublishConcurency) gets a warning.";
 use crate::relay::RelayArgs;
 
 /// Queues every e-conomic webhook on RabbitMQ. Settings come from the
 /// environment (Azure app settings): AmqpUrl, or AmqpEndpoint and AmqpAuthHeader.
 #[derive(Debug, Parser)]
-#[command(name = "handler", version)]
+#[command(name = "handler", version, after_help = SETTINGS_HELP)]
 pub struct Cli {
     /// What to do; serving when none is given.
     #[command(subcommand)]
@@ -130,6 +146,13 @@ mod tests {
         };
         assert_eq!(args.to.as_str(), "http://127.0.0.1:8000/webhook.php");
         assert_eq!(args.queue, "e-conomic-webhooks");
+    }
+
+    #[test]
+    fn help_names_every_setting() {
+        for name in crate::settings::names::KNOWN {
+            assert!(SETTINGS_HELP.contains(name), "{name} is missing from handler --help");
+        }
     }
 
     #[test]

@@ -7,6 +7,7 @@ use crate::broker::management::ManagementApi;
 use crate::broker::management::wire::{BindingInfo, ExchangeInfo};
 use crate::broker::topology::{ExchangeKind, describe_queue};
 use crate::cli::CheckArgs;
+use crate::settings::names;
 use crate::settings::{BrokerSettings, Settings};
 
 /// The check found a problem; the checklist above says which and what to do.
@@ -38,6 +39,9 @@ impl Checklist {
 /// Runs the checklist against the settings in the environment.
 pub async fn run(args: CheckArgs) -> Result<(), CheckFailed> {
     let mut list = Checklist::default();
+    for lookalike in names::lookalikes_in_env() {
+        list.warn(&lookalike.to_string());
+    }
     let settings = match Settings::from_env() {
         Ok(settings) => settings,
         Err(e) => {

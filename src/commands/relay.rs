@@ -18,6 +18,7 @@ pub enum RelayCommandError {
 
 /// Runs the relay until SIGTERM or Ctrl-C, then drains in-flight deliveries.
 pub async fn run(args: RelayArgs) -> Result<(), RelayCommandError> {
+    super::warn_about_mistyped_settings();
     let options = RelayOptions::from_env(args)?;
     relay::run(options, startup::shutdown_signal()).await?;
     Ok(())

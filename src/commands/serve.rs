@@ -19,6 +19,7 @@ pub enum ServeError {
 /// Start-up failures become a non-zero exit, which makes the Functions host
 /// retry, then stop: better than a handler that answers but can publish nothing.
 pub async fn run() -> Result<(), ServeError> {
+    super::warn_about_mistyped_settings();
     let settings = Settings::from_env()?;
     let (_addr, server) = startup::bind(settings, startup::shutdown_signal()).await?;
     server.await;

@@ -44,6 +44,7 @@ pub enum SetupError {
 
 /// Reads the settings and declares the topology, printing one line per object.
 pub async fn run(args: SetupArgs) -> Result<(), SetupError> {
+    super::warn_about_mistyped_settings();
     let settings = Settings::from_env()?;
     let options = QueueOptions {
         queue: args.queue,

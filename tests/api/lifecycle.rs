@@ -96,3 +96,17 @@ async fn after_sigterm_new_connections_are_refused() {
 
     assert!(app.request(reqwest::Method::GET, "/").send().await.is_err());
 }
+
+#[tokio::test]
+async fn a_mistyped_setting_gets_a_did_you_mean_warning() {
+    let topology = Topology::declare().await;
+    let app = Served::start(&topology.settings().with("PublishConcurency", "8")).await;
+
+    let output = app.process.output();
+    assert!(
+        output.contains(
+            "\"PublishConcurency\" is set but is not a setting handler reads; did you mean PublishConcurrency?"
+        ),
+        "{output}"
+    );
+}
