@@ -2,7 +2,7 @@
 //! handler in both host modes, beside the broker's own ceiling (the same
 //! client publishing directly), with every message read back and compared.
 //!
-//! Run it with `scripts/bench` (see BENCHMARKS.md); `--help` lists the knobs.
+//! Run it with `scripts/bench` (see docs/benchmarks.md); `--help` lists the knobs.
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
