@@ -66,3 +66,20 @@ async fn a_malformed_amqp_url_exits_non_zero_without_echoing_it() {
     assert!(output.contains("setting AmqpUrl is invalid"), "{output}");
     assert_no_secret(&output, &["s3cret-in-url"]);
 }
+
+#[tokio::test]
+async fn a_wrong_password_in_amqp_url_is_blamed_on_amqp_url_not_on_the_auth_header() {
+    let topology = Topology::declare().await;
+    let settings = topology
+        .amqp_url_settings()
+        .with("AmqpUrl", "amqp://guest:wr0ng-pa55@127.0.0.1/");
+    let app = Served::start(&settings).await;
+
+    let response = app.forward("/api/WebhookForwarder", "text/plain", b"x").await;
+
+    assert_eq!(response.status(), 502);
+    let output = app.process.output();
+    assert!(output.contains("check setting AmqpUrl"), "{output}");
+    assert!(!output.contains("AmqpAuthHeader"), "{output}");
+    assert_no_secret(&output, &["wr0ng-pa55"]);
+}

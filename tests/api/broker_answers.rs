@@ -82,6 +82,7 @@ async fn wrong_credentials_are_502_and_the_log_names_the_user_not_the_password()
         output.contains("refused the credentials of user \"forwarder-test\""),
         "{output}"
     );
+    assert!(output.contains("check setting AmqpAuthHeader"), "{output}");
     assert_no_secret(&output, &[password, &auth]);
     assert_no_secret(&body, &[password, &auth]);
 }

@@ -149,6 +149,11 @@ async fn wrong_credentials_in_amqp_url_are_not_printed_either() {
 
     assert!(!run.status.success());
     assert!(run.stderr.contains("401 Login failed"), "{}", run.output());
+    assert!(
+        run.stderr.contains("fix setting AmqpUrl"),
+        "the message names the setting the password came from: {}",
+        run.output()
+    );
     assert_no_secret(
         &run.output(),
         &["wr0ng-pa55word", &BASE64.encode("guest:wr0ng-pa55word")],
