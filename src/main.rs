@@ -11,7 +11,7 @@ use webhook_forwarder::{commands, telemetry};
 #[tokio::main]
 async fn main() -> ExitCode {
     let command = Cli::parse().command.unwrap_or(Command::Serve);
-    if matches!(command, Command::Relay(_)) {
+    if matches!(command, Command::Relay(_) | Command::DeadLetter(_)) {
         // The AMQP client logs every closed channel as an error, even the
         // relay's deliberate probes; each of its failures reaches the relay
         // as a result, which logs it with context. RUST_LOG shows them all.
@@ -25,6 +25,7 @@ async fn main() -> ExitCode {
         Command::Check(args) => exit_code(commands::check::run(args).await),
         Command::AuthHeader => exit_code(commands::auth_header::run()),
         Command::Relay(args) => exit_code(commands::relay::run(*args).await),
+        Command::DeadLetter(command) => exit_code(commands::dead_letter::run(command).await),
     }
 }
 

@@ -2,6 +2,7 @@
 //! from the environment (a password does not belong on a command line, where
 //! `ps` shows it to every user of the machine).
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use url::Url;
@@ -37,16 +38,20 @@ pub struct RelayArgs {
     /// decimal, e.g. 0.5 or 200); unlimited when absent.
     #[arg(long, value_name = "PER_SECOND", value_parser = parse_rate)]
     pub rate: Option<Rate>,
-    /// Attempts per message before it moves to the dead-letter queue.
+    /// Attempts per message before it moves to the dead-letter queue. Only
+    /// the message's own failures count (a 4xx, or a 5xx while other
+    /// messages get through): while the target is down, nothing counts.
     #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_attempts: u32,
     /// How long one request to the target may take before it counts as failed.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     pub timeout: Duration,
-    /// Wait after a first failed attempt; doubles with every further failure.
+    /// Wait after a first failed attempt, and before the first probe of a
+    /// target that seems down; doubles with every further failure.
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
     pub retry_delay: Duration,
-    /// Longest wait between two attempts of one message.
+    /// Longest wait between two attempts of one message, between two probes,
+    /// and for a Retry-After.
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
     pub max_retry_delay: Duration,
     /// How often a progress line is printed.
@@ -55,6 +60,10 @@ pub struct RelayArgs {
     /// How long in-flight deliveries may take to finish after SIGTERM.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9187;
+    /// port 0 picks a free one and logs it); none when absent.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<SocketAddr>,
 }
 
 /// A rate limit: requests per second, possibly fractional.
@@ -100,6 +109,8 @@ pub struct RelayOptions {
     pub progress_interval: Duration,
     /// Time in-flight deliveries get after SIGTERM.
     pub shutdown_grace: Duration,
+    /// Where to serve `/metrics`, if anywhere.
+    pub metrics: Option<SocketAddr>,
 }
 
 /// Options that parse one by one but do not fit together, or a bad `AmqpUrl`.
@@ -121,16 +132,7 @@ pub enum OptionsError {
 impl RelayOptions {
     /// Combines the command line with the `AmqpUrl` setting read through `lookup`.
     pub fn new(args: RelayArgs, lookup: impl Fn(&str) -> Option<String>) -> Result<Self, OptionsError> {
-        let raw = lookup("AmqpUrl").filter(|raw| !raw.trim().is_empty());
-        let amqp_url = match raw {
-            Some(raw) => settings::parse_amqp_url(&raw)?,
-            None => {
-                return Err(OptionsError::AmqpUrl(SettingsError::Missing {
-                    name: "AmqpUrl",
-                    hint: AMQP_URL_HINT,
-                }));
-            }
-        };
+        let amqp_url = amqp_url(lookup)?;
         if args.max_retry_delay < args.retry_delay {
             return Err(OptionsError::RetryDelays {
                 first: args.retry_delay,
@@ -151,12 +153,25 @@ impl RelayOptions {
             timeout: args.timeout,
             progress_interval: args.progress_interval,
             shutdown_grace: args.shutdown_grace,
+            metrics: args.metrics,
         })
     }
 
     /// Reads `AmqpUrl` from the process environment.
     pub fn from_env(args: RelayArgs) -> Result<Self, OptionsError> {
         Self::new(args, |name| std::env::var(name).ok())
+    }
+}
+
+/// The `AmqpUrl` setting, read through `lookup`, required: the relay and
+/// the dead-letter commands take the broker from it alike.
+pub fn amqp_url(lookup: impl Fn(&str) -> Option<String>) -> Result<AmqpUrl, SettingsError> {
+    match lookup("AmqpUrl").filter(|raw| !raw.trim().is_empty()) {
+        Some(raw) => settings::parse_amqp_url(&raw),
+        None => Err(SettingsError::Missing {
+            name: "AmqpUrl",
+            hint: AMQP_URL_HINT,
+        }),
     }
 }
 
@@ -171,7 +186,9 @@ fn parse_target(raw: &str) -> Result<Url, String> {
     Ok(url)
 }
 
-fn parse_queue(raw: &str) -> Result<String, String> {
+/// A queue name for `--queue`: not empty, and short enough for its
+/// dead-letter exchange's name to fit too.
+pub fn parse_queue(raw: &str) -> Result<String, String> {
     if raw.is_empty() {
         return Err("the queue name is empty".to_owned());
     }
@@ -226,6 +243,7 @@ mod tests {
         assert_eq!(options.retry.first_delay, Duration::from_secs(1));
         assert_eq!(options.retry.max_delay, Duration::from_secs(60));
         assert_eq!(options.timeout, Duration::from_secs(30));
+        assert_eq!(options.metrics, None);
     }
 
     #[test]
@@ -251,6 +269,8 @@ mod tests {
             "1s",
             "--shutdown-grace",
             "5s",
+            "--metrics",
+            "127.0.0.1:9187",
         ];
         let options = RelayOptions::new(args(&line).unwrap(), local).unwrap();
         assert_eq!(options.queue, "q1");
@@ -260,6 +280,7 @@ mod tests {
         assert_eq!(options.retry.first_delay, Duration::from_millis(100));
         assert_eq!(options.timeout, Duration::from_secs(2));
         assert_eq!(options.shutdown_grace, Duration::from_secs(5));
+        assert_eq!(options.metrics, Some("127.0.0.1:9187".parse().unwrap()));
     }
 
     #[test]
@@ -278,6 +299,7 @@ mod tests {
             ["--rate", "-1"],
             ["--rate", "NaN"],
             ["--timeout", "0s"],
+            ["--metrics", "localhost"],
         ] {
             let line = [&["--to", "http://x/"][..], &bad[..]].concat();
             assert!(args(&line).is_err(), "{bad:?} accepted");
