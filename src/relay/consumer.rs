@@ -1,5 +1,5 @@
-//! The AMQP side: connect, consume with prefetch equal to the concurrency and
-//! manual acknowledgements, give each delivery a task of its own, and when
+//! The AMQP side: connect, consume with `--prefetch` and manual
+//! acknowledgements, give each delivery a task of its own, and when
 //! the connection drops, reconnect with backoff.
 //!
 //! While the circuit is open the consumer is cancelled, so the relay takes
@@ -111,7 +111,7 @@ impl Session {
         let connection = Arc::new(connect(url, format!("webhook-relay: {}", options.queue)).await?);
         let channel = connection.create_channel().await.map_err(amqp)?;
         channel
-            .basic_qos(options.concurrency, BasicQosOptions::default())
+            .basic_qos(options.prefetch, BasicQosOptions::default())
             .await
             .map_err(amqp)?;
         // Passive: the relay never creates the queue (a typo would otherwise
@@ -154,7 +154,7 @@ impl Session {
         tasks: &mut JoinSet<()>,
     ) -> Result<(), String> {
         let held = shared.metrics.snapshot().held;
-        let wanted = shared.gate.wants_deliveries(held, u64::from(options.concurrency));
+        let wanted = shared.gate.wants_deliveries(held, u64::from(options.prefetch));
         match (wanted, self.consumer.take()) {
             (true, None) => {
                 info!("taking deliveries again");

@@ -4,8 +4,9 @@
 //! due), never polling. The gate also tells the consumer whether to take
 //! deliveries ([`Gate::wants_deliveries`]).
 //!
-//! In the steady state (closed, full concurrency) nobody waits: the prefetch
-//! equals the concurrency, so there are never more tasks than slots.
+//! In the steady state (closed, full concurrency) each request that ends
+//! wakes one waiting task (the first), never all of them: with a prefetch
+//! above the concurrency, tasks wait for a slot all the time.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -159,9 +160,13 @@ impl Gate {
             let (verdict, transition) = circuit.finish(ticket, outcome, now);
             (verdict, transition, circuit.state())
         };
-        self.changed.notify_waiters();
         if ticket.is_probe() || transition.is_some() {
+            // The probe turn is free again, or everything changed: all look.
+            self.changed.notify_waiters();
             metrics.set_circuit(CircuitState::of(state));
+        } else {
+            // One slot freed: one task takes it (a permit is stored if none waits).
+            self.changed.notify_one();
         }
         let change = transition.map(|t| match t {
             Transition::Opened(at) => Change::Opened(at.saturating_duration_since(now)),
@@ -235,8 +240,10 @@ impl<'a> Waiting<'a> {
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
         self.0.fresh_waiting.fetch_sub(1, Ordering::Relaxed);
-        // A suspect may have stood aside for this one.
-        self.0.changed.notify_waiters();
+        // A suspect may have stood aside for this one (only while open).
+        if self.0.is_open() {
+            self.0.changed.notify_waiters();
+        }
     }
 }
 

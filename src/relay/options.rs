@@ -30,10 +30,15 @@ pub struct RelayArgs {
     /// The queue to drain.
     #[arg(long, value_name = "NAME", default_value = DEFAULT_QUEUE, value_parser = parse_queue)]
     pub queue: String,
-    /// Most deliveries in flight at once; also the AMQP prefetch, so it bounds
-    /// the messages this relay holds unacknowledged, backing-off ones included.
+    /// Most requests to the target in flight at once.
     #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
     pub concurrency: u16,
+    /// Most messages held unacknowledged at once (the AMQP prefetch): in
+    /// flight, waiting to be retried, or paused with the circuit; at least
+    /// --concurrency. Messages backing off use it up: when it is full of
+    /// them, nothing new comes in until one is settled. [default: 4 x --concurrency]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub prefetch: Option<u16>,
     /// Most requests per second sent to the target, retries included (a
     /// decimal, e.g. 0.5 or 200); unlimited when absent.
     #[arg(long, value_name = "PER_SECOND", value_parser = parse_rate)]
@@ -97,8 +102,10 @@ pub struct RelayOptions {
     pub target: Url,
     /// The queue to drain.
     pub queue: String,
-    /// Most deliveries in flight; the AMQP prefetch.
+    /// Most requests in flight.
     pub concurrency: u16,
+    /// Most messages held: the AMQP prefetch.
+    pub prefetch: u16,
     /// Most request starts per second; `None` is unlimited.
     pub rate: Option<Rate>,
     /// When to retry, when to give up.
@@ -119,6 +126,14 @@ pub enum OptionsError {
     /// `AmqpUrl` is missing or malformed.
     #[error(transparent)]
     AmqpUrl(#[from] SettingsError),
+    /// `--prefetch` is below `--concurrency`.
+    #[error("--prefetch ({prefetch}) is below --concurrency ({concurrency}): the relay could never use its slots")]
+    Prefetch {
+        /// `--prefetch`.
+        prefetch: u16,
+        /// `--concurrency`.
+        concurrency: u16,
+    },
     /// `--max-retry-delay` is below `--retry-delay`.
     #[error("--max-retry-delay ({max:?}) is shorter than --retry-delay ({first:?})")]
     RetryDelays {
@@ -133,6 +148,13 @@ impl RelayOptions {
     /// Combines the command line with the `AmqpUrl` setting read through `lookup`.
     pub fn new(args: RelayArgs, lookup: impl Fn(&str) -> Option<String>) -> Result<Self, OptionsError> {
         let amqp_url = amqp_url(lookup)?;
+        let prefetch = args.prefetch.unwrap_or(args.concurrency.saturating_mul(4));
+        if prefetch < args.concurrency {
+            return Err(OptionsError::Prefetch {
+                prefetch,
+                concurrency: args.concurrency,
+            });
+        }
         if args.max_retry_delay < args.retry_delay {
             return Err(OptionsError::RetryDelays {
                 first: args.retry_delay,
@@ -144,6 +166,7 @@ impl RelayOptions {
             target: args.to,
             queue: args.queue,
             concurrency: args.concurrency,
+            prefetch,
             rate: args.rate,
             retry: RetryPolicy {
                 max_attempts: args.max_attempts,
@@ -238,6 +261,7 @@ mod tests {
         assert_eq!(options.target.as_str(), "http://127.0.0.1:9000/hook.php");
         assert_eq!(options.queue, "e-conomic-webhooks");
         assert_eq!(options.concurrency, 4);
+        assert_eq!(options.prefetch, 16);
         assert_eq!(options.rate, None);
         assert_eq!(options.retry.max_attempts, 10);
         assert_eq!(options.retry.first_delay, Duration::from_secs(1));
@@ -255,6 +279,8 @@ mod tests {
             "q1",
             "--concurrency",
             "16",
+            "--prefetch",
+            "20",
             "--rate",
             "0.5",
             "--max-attempts",
@@ -275,6 +301,7 @@ mod tests {
         let options = RelayOptions::new(args(&line).unwrap(), local).unwrap();
         assert_eq!(options.queue, "q1");
         assert_eq!(options.concurrency, 16);
+        assert_eq!(options.prefetch, 20);
         assert_eq!(options.rate.unwrap().period(), Duration::from_secs(2));
         assert_eq!(options.retry.max_attempts, 3);
         assert_eq!(options.retry.first_delay, Duration::from_millis(100));
@@ -319,6 +346,18 @@ mod tests {
     fn a_missing_amqp_url_names_the_setting() {
         let err = RelayOptions::new(args(&["--to", "http://x/"]).unwrap(), |_| None).unwrap_err();
         assert!(err.to_string().starts_with("setting AmqpUrl is missing"), "{err}");
+    }
+
+    #[test]
+    fn the_prefetch_is_at_least_the_concurrency() {
+        let line = ["--to", "http://x/", "--concurrency", "8", "--prefetch", "4"];
+        let err = RelayOptions::new(args(&line).unwrap(), local).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "--prefetch (4) is below --concurrency (8): the relay could never use its slots"
+        );
+        let most = ["--to", "http://x/", "--concurrency", "65535"];
+        assert_eq!(RelayOptions::new(args(&most).unwrap(), local).unwrap().prefetch, 65535);
     }
 
     #[test]

@@ -7,10 +7,9 @@
 //! shutdown it is handed back to the queue.
 //!
 //! A message waiting holds no request slot, but stays unacknowledged in this
-//! task, so it keeps its prefetch slot: with prefetch equal to
-//! `--concurrency`, the messages this relay holds never exceed
-//! `--concurrency`. A crash or a lost connection returns a held message to
-//! the queue, since it was never acked.
+//! task, so it keeps its prefetch slot: the messages this relay holds never
+//! exceed `--prefetch`. A crash or a lost connection returns a held message
+//! to the queue, since it was never acked.
 
 use std::sync::Arc;
 use std::time::Instant;
