@@ -48,7 +48,7 @@ pub async fn consume(options: &RelayOptions, shared: Arc<Shared>, stop: Cancella
     let mut session = Session::open(options, &shared).await?;
     info!(
         "consuming from queue {:?} at {} (prefetch {})",
-        options.queue, options.amqp_url, options.concurrency
+        options.queue, options.amqp_url, options.prefetch
     );
     loop {
         let lost = match session.run(options, &shared, &stop).await {
@@ -216,10 +216,24 @@ impl Session {
             shared.clone(),
             options.progress_interval,
         )));
+        // Without a consumer (the circuit is open) no delivery error tells of
+        // a lost connection: its events, and a look at the channel, do.
+        let mut events = self.connection.events_listener();
+        let mut looks = tokio::time::interval(Duration::from_secs(1));
         let ended = loop {
             tokio::select! {
                 biased;
                 () = stop.cancelled() => break Ended::Stopped,
+                Some(event) = events.next() => {
+                    if let lapin::Event::Error(e) = event {
+                        break Ended::Lost(e.to_string());
+                    }
+                }
+                _ = looks.tick() => {
+                    if !self.channel.status().connected() {
+                        break Ended::Lost("the channel closed".to_owned());
+                    }
+                }
                 Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
                     if let Err(e) = joined
                         && e.is_panic()
