@@ -225,7 +225,11 @@ impl Session {
                 biased;
                 () = stop.cancelled() => break Ended::Stopped,
                 Some(event) = events.next() => {
-                    if let lapin::Event::Error(e) = event {
+                    // A soft error closes only its own channel (a probe of the
+                    // dead-letter exchange, say): lost only if ours went too.
+                    if let lapin::Event::Error(e) = event
+                        && !(self.connection.status().connected() && self.channel.status().connected())
+                    {
                         break Ended::Lost(e.to_string());
                     }
                 }
