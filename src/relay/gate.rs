@@ -78,10 +78,12 @@ impl Gate {
         metrics: &'a Metrics,
     ) -> Pass<'a> {
         let _waiting = (!suspect).then(|| Waiting::new(self));
+        // Armed (registered for a wake-up) only once a first look said wait,
+        // then looked at again: no wake-up is lost, and the common case (a
+        // free slot) takes no lock but the circuit's.
+        let mut notified = std::pin::pin!(self.changed.notified());
+        let mut armed = false;
         loop {
-            let notified = self.changed.notified();
-            let mut notified = std::pin::pin!(notified);
-            notified.as_mut().enable();
             let now = Instant::now();
             let request = Request {
                 message,
@@ -102,15 +104,22 @@ impl Gate {
                         _in_flight: metrics.in_flight(),
                     };
                 }
+                Admission::Wait(_) if !armed => {
+                    notified.as_mut().enable();
+                    armed = true;
+                    continue;
+                }
                 Admission::Wait(Some(at)) => {
                     let at = tokio::time::Instant::from_std(at);
                     tokio::select! {
-                        () = notified => {}
+                        () = notified.as_mut() => {}
                         () = tokio::time::sleep_until(at) => {}
                     }
                 }
-                Admission::Wait(None) => notified.await,
+                Admission::Wait(None) => notified.as_mut().await,
             }
+            notified.set(self.changed.notified());
+            armed = false;
         }
     }
 
