@@ -58,8 +58,11 @@ pub enum Command {
     ///
     /// Every queued webhook becomes a request to --to with its original
     /// method, body, Content-Type and query; a message is acknowledged only
-    /// after a 2xx answer, retried with backoff otherwise, and moved to
-    /// "<queue>.dead-letter" after --max-attempts.
+    /// after a 2xx answer. When the endpoint seems down (no answer, 408, 429,
+    /// 502-504, or 5xx for everything) the relay pauses and probes, counting
+    /// no attempt; a message the endpoint refuses (4xx) while it takes the
+    /// others is retried with backoff and moved to "<queue>.dead-letter"
+    /// after --max-attempts. docs/relay.md has the whole rule.
     // Boxed: the options are far larger than the other variants.
     Relay(Box<RelayArgs>),
     /// Look at, put back or delete the messages the relay set aside because
