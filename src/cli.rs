@@ -22,6 +22,7 @@ App settings (environment variables; docs/settings.md has every one in full):
   WebhookSecret           a shared secret callers must send [default: none]
 A variable that looks like one of these but is not (PublishConcurency) gets a warning.";
 use crate::relay::RelayArgs;
+use crate::relay::options::parse_queue;
 
 /// Queues every e-conomic webhook on RabbitMQ. Settings come from the
 /// environment (Azure app settings): AmqpUrl, or AmqpEndpoint and AmqpAuthHeader.
@@ -57,10 +58,72 @@ pub enum Command {
     ///
     /// Every queued webhook becomes a request to --to with its original
     /// method, body, Content-Type and query; a message is acknowledged only
-    /// after a 2xx answer, retried with backoff otherwise, and moved to
-    /// "<queue>.dead-letter" after --max-attempts.
+    /// after a 2xx answer. When the endpoint seems down (no answer, 408, 429,
+    /// 502-504, or 5xx for everything) the relay pauses and probes, counting
+    /// no attempt; a message the endpoint refuses (4xx) while it takes the
+    /// others is retried with backoff and moved to "<queue>.dead-letter"
+    /// after --max-attempts. docs/relay.md has the whole rule.
     // Boxed: the options are far larger than the other variants.
     Relay(Box<RelayArgs>),
+    /// Look at, put back or delete the messages the relay set aside because
+    /// the target kept refusing them ("<queue>.dead-letter").
+    ///
+    /// The broker comes from the environment variable AmqpUrl, as for relay.
+    #[command(subcommand)]
+    DeadLetter(DeadLetterCommand),
+}
+
+/// `handler dead-letter ...`.
+#[derive(Debug, Subcommand)]
+pub enum DeadLetterCommand {
+    /// Show how many dead letters a queue has and, for each, its message id,
+    /// when and why it was set aside, and the original request. Read-only:
+    /// every message stays in the dead-letter queue.
+    List(DeadLetterListArgs),
+    /// Move dead letters back to their queue (straight to it, not through
+    /// the exchange), for the relay to deliver again; prints how many moved.
+    Replay(DeadLetterReplayArgs),
+    /// Delete every dead letter of a queue, for good (asks for --yes).
+    Purge(DeadLetterPurgeArgs),
+}
+
+/// Options of `handler dead-letter list`.
+#[derive(Debug, Args)]
+pub struct DeadLetterListArgs {
+    /// The queue whose dead letters to show (not the dead-letter queue's name).
+    #[arg(long, value_name = "NAME", default_value = DEFAULT_QUEUE, value_parser = parse_queue)]
+    pub queue: String,
+    /// Show at most this many.
+    #[arg(long, value_name = "N", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    pub limit: u32,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Options of `handler dead-letter replay`.
+#[derive(Debug, Args)]
+pub struct DeadLetterReplayArgs {
+    /// The queue whose dead letters to put back (not the dead-letter queue's name).
+    #[arg(long, value_name = "NAME", default_value = DEFAULT_QUEUE, value_parser = parse_queue)]
+    pub queue: String,
+    /// Move at most this many (the oldest first); all when absent.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub limit: Option<u32>,
+    /// Move only the dead letter with this message id.
+    #[arg(long, value_name = "ID")]
+    pub message_id: Option<String>,
+}
+
+/// Options of `handler dead-letter purge`.
+#[derive(Debug, Args)]
+pub struct DeadLetterPurgeArgs {
+    /// The queue whose dead letters to delete (not the dead-letter queue's name).
+    #[arg(long, value_name = "NAME", default_value = DEFAULT_QUEUE, value_parser = parse_queue)]
+    pub queue: String,
+    /// Yes, delete them: without it nothing is deleted.
+    #[arg(long)]
+    pub yes: bool,
 }
 
 /// Options of `handler setup`.
@@ -146,6 +209,42 @@ mod tests {
         };
         assert_eq!(args.to.as_str(), "http://127.0.0.1:8000/webhook.php");
         assert_eq!(args.queue, "e-conomic-webhooks");
+    }
+
+    #[test]
+    fn dead_letter_takes_its_subcommands_and_their_options() {
+        let Some(Command::DeadLetter(DeadLetterCommand::List(list))) = parse(&["dead-letter", "list"]).unwrap().command
+        else {
+            panic!("not dead-letter list")
+        };
+        assert_eq!(
+            (list.queue.as_str(), list.limit, list.json),
+            ("e-conomic-webhooks", 20, false)
+        );
+        let line = [
+            "dead-letter",
+            "replay",
+            "--queue",
+            "q",
+            "--limit",
+            "3",
+            "--message-id",
+            "m-1",
+        ];
+        let Some(Command::DeadLetter(DeadLetterCommand::Replay(replay))) = parse(&line).unwrap().command else {
+            panic!("not dead-letter replay")
+        };
+        assert_eq!(replay.queue, "q");
+        assert_eq!((replay.limit, replay.message_id.as_deref()), (Some(3), Some("m-1")));
+        let Some(Command::DeadLetter(DeadLetterCommand::Purge(purge))) =
+            parse(&["dead-letter", "purge"]).unwrap().command
+        else {
+            panic!("not dead-letter purge")
+        };
+        assert!(!purge.yes);
+        assert!(parse(&["dead-letter", "list", "--limit", "0"]).is_err());
+        assert!(parse(&["dead-letter", "list", "--queue", ""]).is_err());
+        assert!(parse(&["dead-letter"]).is_err(), "a subcommand is required");
     }
 
     #[test]

@@ -11,11 +11,14 @@ use webhook_forwarder::{commands, telemetry};
 #[tokio::main]
 async fn main() -> ExitCode {
     let command = Cli::parse().command.unwrap_or(Command::Serve);
+    // The AMQP client logs every closed channel as an error, even the
+    // relay's deliberate probes; each of its failures reaches the relay as a
+    // result, which logs it with context. RUST_LOG shows them all.
     if matches!(command, Command::Relay(_)) {
-        // The AMQP client logs every closed channel as an error, even the
-        // relay's deliberate probes; each of its failures reaches the relay
-        // as a result, which logs it with context. RUST_LOG shows them all.
         telemetry::init_with_default("info,lapin=off");
+    } else if matches!(command, Command::DeadLetter(_)) {
+        // Its stdout is a table or JSON: logs go to stderr.
+        telemetry::init_on_stderr("info,lapin=off");
     } else {
         telemetry::init();
     }
@@ -25,6 +28,7 @@ async fn main() -> ExitCode {
         Command::Check(args) => exit_code(commands::check::run(args).await),
         Command::AuthHeader => exit_code(commands::auth_header::run()),
         Command::Relay(args) => exit_code(commands::relay::run(*args).await),
+        Command::DeadLetter(command) => exit_code(commands::dead_letter::run(command).await),
     }
 }
 

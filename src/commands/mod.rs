@@ -5,6 +5,7 @@ use crate::settings::names;
 
 pub mod auth_header;
 pub mod check;
+pub mod dead_letter;
 pub mod relay;
 pub mod serve;
 pub mod setup;

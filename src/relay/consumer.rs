@@ -1,6 +1,12 @@
-//! The AMQP side: connect, consume with prefetch equal to the concurrency and
-//! manual acknowledgements, give each delivery a task of its own, and when
+//! The AMQP side: connect, consume with `--prefetch` and manual
+//! acknowledgements, give each delivery a task of its own, and when
 //! the connection drops, reconnect with backoff.
+//!
+//! While the circuit is open the consumer is cancelled, so the relay takes
+//! no new deliveries (the messages it holds stay held: see docs/relay.md
+//! for why); it consumes again when the circuit closes, or when every
+//! message it holds is a suspect and a fresh one is needed to probe with
+//! ([`super::gate::Gate::wants_deliveries`]).
 //!
 //! Nothing is lost on the way: a message leaves the queue only when a task
 //! acknowledges it (delivered) or after its dead-letter copy was confirmed.
@@ -17,20 +23,19 @@ use lapin::options::{
     BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, ExchangeDeclareOptions, QueueDeclareOptions,
 };
 use lapin::types::FieldTable;
-use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
+use lapin::{Channel, Connection, Consumer, ExchangeKind};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 use tracing::{error, info, warn};
 
 use super::RelayError;
+use super::connection::connect;
 use super::dead_letter::{DeadLetters, is_not_found};
 use super::options::RelayOptions;
 use super::worker::{self, Shared};
 use crate::broker::topology::dead_letter_name;
 
-/// How long one connection attempt may take (TCP, TLS and the AMQP handshake).
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long closing the connection may take at the end.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Consumer tag, shown in the management UI.
@@ -43,7 +48,7 @@ pub async fn consume(options: &RelayOptions, shared: Arc<Shared>, stop: Cancella
     let mut session = Session::open(options, &shared).await?;
     info!(
         "consuming from queue {:?} at {} (prefetch {})",
-        options.queue, options.amqp_url, options.concurrency
+        options.queue, options.amqp_url, options.prefetch
     );
     loop {
         let lost = match session.run(options, &shared, &stop).await {
@@ -89,11 +94,12 @@ enum Ended {
     Lost(String),
 }
 
-/// One connection, its consuming channel and its consumer.
+/// One connection, its consuming channel and its consumer (none while the
+/// circuit keeps the relay from taking deliveries).
 struct Session {
     connection: Arc<Connection>,
     channel: Channel,
-    consumer: lapin::Consumer,
+    consumer: Option<Consumer>,
     dead_letters: Arc<DeadLetters>,
 }
 
@@ -102,22 +108,10 @@ impl Session {
         let url = &options.amqp_url;
         let amqp = |source: lapin::Error| RelayError::from_amqp(url, &source);
         // Named after the queue, so the management UI tells relays apart.
-        let name = format!("webhook-relay: {}", options.queue);
-        let properties = ConnectionProperties::default().with_connection_name(name.into());
-        let uri = url.lapin_uri()?;
-        let connection = match tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect_uri(uri, properties)).await {
-            Ok(Ok(connection)) => Arc::new(connection),
-            Ok(Err(source)) => return Err(amqp(source)),
-            Err(_) => {
-                return Err(RelayError::ConnectTimeout {
-                    url: url.to_string(),
-                    after: CONNECT_TIMEOUT,
-                });
-            }
-        };
+        let connection = Arc::new(connect(url, format!("webhook-relay: {}", options.queue)).await?);
         let channel = connection.create_channel().await.map_err(amqp)?;
         channel
-            .basic_qos(options.concurrency, BasicQosOptions::default())
+            .basic_qos(options.prefetch, BasicQosOptions::default())
             .await
             .map_err(amqp)?;
         // Passive: the relay never creates the queue (a typo would otherwise
@@ -136,17 +130,11 @@ impl Session {
                     amqp(e)
                 }
             })?;
-        shared.counters.set_queue_depth(queue.message_count());
+        shared.metrics.set_queue_depth(queue.message_count());
         check_dead_letter_exchange(&connection, &options.queue).await;
-        let consumer = channel
-            .basic_consume(
-                options.queue.as_str().into(),
-                CONSUMER_TAG.into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .map_err(amqp)?;
+        // Always consume at first: even with the circuit open (a reconnect
+        // during an outage), a probe needs a message to probe with.
+        let consumer = Some(start_consuming(&channel, &options.queue).await.map_err(amqp)?);
         let dead_letters = Arc::new(DeadLetters::new(connection.clone(), &options.queue));
         Ok(Self {
             connection,
@@ -154,6 +142,69 @@ impl Session {
             consumer,
             dead_letters,
         })
+    }
+
+    /// Starts or stops consuming as the circuit wants. Deliveries the broker
+    /// sent before a cancel took effect still get their tasks.
+    async fn follow_circuit(
+        &mut self,
+        options: &RelayOptions,
+        shared: &Arc<Shared>,
+        stop: &CancellationToken,
+        tasks: &mut JoinSet<()>,
+    ) -> Result<(), String> {
+        let held = shared.metrics.snapshot().held;
+        let wanted = shared.gate.wants_deliveries(held, u64::from(options.prefetch));
+        match (wanted, self.consumer.take()) {
+            (true, None) => {
+                info!("taking deliveries again");
+                self.consumer = Some(
+                    start_consuming(&self.channel, &options.queue)
+                        .await
+                        .map_err(|e| e.to_string())?,
+                );
+            }
+            (false, Some(mut consumer)) => {
+                info!(
+                    held,
+                    "the circuit is open: taking no new deliveries; the held messages wait for it"
+                );
+                self.channel
+                    .basic_cancel(CONSUMER_TAG.into(), BasicCancelOptions::default())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                // Cancel-ok came after every delivery sent before it: they are
+                // all in the stream now, which then ends.
+                let drained = tokio::time::timeout(CLOSE_TIMEOUT, async {
+                    while let Some(next) = consumer.next().await {
+                        match next {
+                            Ok(delivery) => self.spawn(delivery, shared, stop, tasks),
+                            Err(e) => return Err(e.to_string()),
+                        }
+                    }
+                    Ok(())
+                })
+                .await;
+                drained.unwrap_or_else(|_| Err("the cancelled consumer did not end".to_owned()))?;
+            }
+            (_, consumer) => self.consumer = consumer,
+        }
+        Ok(())
+    }
+
+    fn spawn(
+        &self,
+        delivery: lapin::message::Delivery,
+        shared: &Arc<Shared>,
+        stop: &CancellationToken,
+        tasks: &mut JoinSet<()>,
+    ) {
+        tasks.spawn(worker::relay(
+            delivery,
+            shared.clone(),
+            self.dead_letters.clone(),
+            stop.clone(),
+        ));
     }
 
     /// Hands deliveries to tasks until the connection fails or `stop` fires.
@@ -165,10 +216,28 @@ impl Session {
             shared.clone(),
             options.progress_interval,
         )));
+        // Without a consumer (the circuit is open) no delivery error tells of
+        // a lost connection: its events, and a look at the channel, do.
+        let mut events = self.connection.events_listener();
+        let mut looks = tokio::time::interval(Duration::from_secs(1));
         let ended = loop {
             tokio::select! {
                 biased;
                 () = stop.cancelled() => break Ended::Stopped,
+                Some(event) = events.next() => {
+                    // A soft error closes only its own channel (a probe of the
+                    // dead-letter exchange, say): lost only if ours went too.
+                    if let lapin::Event::Error(e) = event
+                        && !(self.connection.status().connected() && self.channel.status().connected())
+                    {
+                        break Ended::Lost(e.to_string());
+                    }
+                }
+                _ = looks.tick() => {
+                    if !self.channel.status().connected() {
+                        break Ended::Lost("the channel closed".to_owned());
+                    }
+                }
                 Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
                     if let Err(e) = joined
                         && e.is_panic()
@@ -177,10 +246,13 @@ impl Session {
                         error!("a delivery task panicked: {e}");
                     }
                 }
-                next = self.consumer.next() => match next {
-                    Some(Ok(delivery)) => {
-                        tasks.spawn(worker::relay(delivery, shared.clone(), self.dead_letters.clone(), stop.clone()));
+                () = shared.gate.deliveries_changed() => {
+                    if let Err(e) = self.follow_circuit(options, shared, stop, &mut tasks).await {
+                        break Ended::Lost(e);
                     }
+                }
+                next = next_delivery(&mut self.consumer) => match next {
+                    Some(Ok(delivery)) => self.spawn(delivery, shared, stop, &mut tasks),
                     Some(Err(e)) => break Ended::Lost(e.to_string()),
                     None => break Ended::Lost("the broker cancelled the consumer (was the queue deleted?)".to_owned()),
                 },
@@ -204,11 +276,13 @@ impl Session {
             "stopping: no new deliveries; waiting up to {grace:?} for {} held message(s)",
             tasks.len()
         );
-        let cancel = self
-            .channel
-            .basic_cancel(CONSUMER_TAG.into(), BasicCancelOptions::default());
-        if let Ok(Err(e)) = tokio::time::timeout(CLOSE_TIMEOUT, cancel).await {
-            warn!("could not cancel the consumer: {e}");
+        if self.consumer.is_some() {
+            let cancel = self
+                .channel
+                .basic_cancel(CONSUMER_TAG.into(), BasicCancelOptions::default());
+            if let Ok(Err(e)) = tokio::time::timeout(CLOSE_TIMEOUT, cancel).await {
+                warn!("could not cancel the consumer: {e}");
+            }
         }
         let finished = tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
         if finished.is_err() {
@@ -229,6 +303,26 @@ impl Session {
             let _ = self.connection.close(200, "relay stopping".into()).await;
         };
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, close).await;
+    }
+}
+
+/// Starts the consumer (prefetch as set on the channel, acknowledgements on).
+async fn start_consuming(channel: &Channel, queue: &str) -> lapin::Result<Consumer> {
+    channel
+        .basic_consume(
+            queue.into(),
+            CONSUMER_TAG.into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+}
+
+/// The consumer's next delivery; never, while there is no consumer.
+async fn next_delivery(consumer: &mut Option<Consumer>) -> Option<lapin::Result<lapin::message::Delivery>> {
+    match consumer {
+        Some(consumer) => consumer.next().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -257,7 +351,7 @@ async fn check_dead_letter_exchange(connection: &Connection, queue: &str) {
         }
         Err(e) if is_not_found(&e) => warn!(
             "the dead-letter exchange {exchange:?} does not exist: messages that use up their attempts will be \
-             kept unacknowledged until it does (`handler setup --dead-letter` creates it)"
+             kept and tried again every --max-retry-delay until it does (`handler setup --dead-letter` creates it)"
         ),
         Err(e) => warn!("could not check the dead-letter exchange {exchange:?}: {e}"),
     }
@@ -285,7 +379,7 @@ async fn poll_depth(connection: Arc<Connection>, queue: String, shared: Arc<Shar
             )
             .await;
         match declared {
-            Ok(q) => shared.counters.set_queue_depth(q.message_count()),
+            Ok(q) => shared.metrics.set_queue_depth(q.message_count()),
             Err(_) => channel = None,
         }
     }

@@ -1,17 +1,26 @@
 //! `handler relay`: the subscriber. Drains the queue the forwarder fills into
 //! the user's existing HTTP endpoint, at the pace it can take, losing nothing.
 //!
-//! A message flows: [`consumer`] (AMQP, reconnects) -> [`worker`] (one task
-//! per message) -> [`rate`] and the concurrency slots -> [`target`] (HTTP,
-//! request rebuilt by [`message`]) -> ack; or after failures [`retry`] ->
-//! [`dead_letter`]. [`attempts`] recognises repeats after a lost connection;
-//! [`progress`] prints what happened; [`options`] say what to do. The
-//! message format and the AMQP URL are the forwarder's own
-//! ([`crate::broker`]).
+//! A message flows: [`consumer`] (AMQP over [`connection`], reconnects) ->
+//! [`worker`] (one task per message) -> [`gate`] (the [`circuit`]: is the
+//! target up?) and [`rate`] -> [`target`] (HTTP, the request rebuilt from
+//! [`crate::broker::message`]) -> ack. When the target is down the circuit
+//! pauses everything; a message the target refuses while it takes the
+//! others is tried again ([`retry`]) and finally set aside
+//! ([`dead_letter`], which also lists and replays them). [`attempts`]
+//! recognises repeats after a lost connection; [`metrics`] counts,
+//! [`progress`] prints and [`metrics_server`] serves what happened;
+//! [`options`] say what to do. The message format and the AMQP URL are the
+//! forwarder's own ([`crate::broker`]).
 
 pub mod attempts;
+pub mod circuit;
+pub mod connection;
 pub mod consumer;
 pub mod dead_letter;
+pub mod gate;
+pub mod metrics;
+pub mod metrics_server;
 pub mod options;
 pub mod progress;
 pub mod rate;
@@ -23,18 +32,19 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::broker::{AmqpUrl, AmqpUrlError};
 
+pub use metrics::Snapshot;
 pub use options::{RelayArgs, RelayOptions};
-pub use progress::Snapshot;
 
 use attempts::AttemptLog;
-use progress::Counters;
+use circuit::Policy;
+use gate::Gate;
+use metrics::Metrics;
 use rate::Pace;
 use target::Target;
 use worker::Shared;
@@ -93,6 +103,35 @@ pub enum RelayError {
         "the queue {0:?} does not exist on the broker: check --queue, or declare it with `handler setup --queue {0} --dead-letter` (the same AmqpUrl)"
     )]
     QueueMissing(String),
+    /// The dead-letter queue of the queue named does not exist.
+    #[error(
+        "the queue {0:?} has no dead-letter queue (\"{0}.dead-letter\"): check --queue, or declare it with `handler setup --queue {0} --dead-letter` (the same AmqpUrl)"
+    )]
+    DeadLetterQueueMissing(String),
+    /// `replay --message-id` found no such dead letter.
+    #[error("no dead letter with message id {message_id:?} in {queue:?} (`handler dead-letter list` shows them)")]
+    NoSuchDeadLetter {
+        /// The id asked for.
+        message_id: String,
+        /// The dead-letter queue searched.
+        queue: String,
+    },
+    /// The broker did not take a replayed copy; the dead letter stays.
+    #[error("could not replay message {message_id:?}: {why}; it stays in the dead-letter queue")]
+    ReplayRefused {
+        /// The message's id.
+        message_id: String,
+        /// What went wrong.
+        why: String,
+    },
+    /// `--metrics` names an address that cannot be listened on.
+    #[error("cannot serve metrics on {addr} (--metrics): {detail}")]
+    MetricsAddress {
+        /// The address given.
+        addr: std::net::SocketAddr,
+        /// What the system said.
+        detail: String,
+    },
 }
 
 impl RelayError {
@@ -127,6 +166,15 @@ pub async fn run(
 ) -> Result<Snapshot, RelayError> {
     let concurrency = usize::from(options.concurrency);
     let target = Target::new(options.target.clone(), options.timeout, concurrency)?;
+    let metrics = Arc::new(Metrics::new());
+    let _metrics_server = match options.metrics {
+        Some(addr) => {
+            let (bound, server) = metrics_server::bind(addr, metrics.clone()).await?;
+            info!("serving metrics on http://{bound}/metrics");
+            Some(tokio_util::task::AbortOnDropHandle::new(tokio::spawn(server)))
+        }
+        None => None,
+    };
     info!(
         "relaying queue {:?} to {} (concurrency {}, rate {}, max attempts {}, timeout {:?})",
         options.queue,
@@ -141,10 +189,14 @@ pub async fn run(
     let shared = Arc::new(Shared {
         target,
         pace: Pace::new(options.rate),
-        slots: Semaphore::new(concurrency),
+        gate: Gate::new(Policy {
+            concurrency,
+            first_probe: options.retry.first_delay,
+            max_probe: options.retry.max_delay,
+        }),
         retry: options.retry.clone(),
         attempts: AttemptLog::default(),
-        counters: Counters::default(),
+        metrics,
     });
 
     let stop = CancellationToken::new();
@@ -158,7 +210,7 @@ pub async fn run(
     let reporting = CancellationToken::new();
     let reporter = tokio::spawn({
         let (shared, reporting, every) = (shared.clone(), reporting.clone(), options.progress_interval);
-        async move { progress::report(&shared.counters, every, reporting).await }
+        async move { progress::report(&shared.metrics, every, reporting).await }
     });
 
     let started = Instant::now();
@@ -167,7 +219,7 @@ pub async fn run(
     let _ = reporter.await;
     // An error here means the first connection failed: nothing ran to report.
     outcome?;
-    let last = shared.counters.snapshot();
+    let last = shared.metrics.snapshot();
     println!(
         "{}",
         progress::line("stopped", &last, &Snapshot::default(), started.elapsed())

@@ -2,6 +2,7 @@
 //! from the environment (a password does not belong on a command line, where
 //! `ps` shows it to every user of the machine).
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use url::Url;
@@ -29,24 +30,33 @@ pub struct RelayArgs {
     /// The queue to drain.
     #[arg(long, value_name = "NAME", default_value = DEFAULT_QUEUE, value_parser = parse_queue)]
     pub queue: String,
-    /// Most deliveries in flight at once; also the AMQP prefetch, so it bounds
-    /// the messages this relay holds unacknowledged, backing-off ones included.
+    /// Most requests to the target in flight at once.
     #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
     pub concurrency: u16,
+    /// Most messages held unacknowledged at once (the AMQP prefetch): in
+    /// flight, waiting to be retried, or paused with the circuit; at least
+    /// --concurrency. Messages backing off use it up: when it is full of
+    /// them, nothing new comes in until one is settled. [default: 4 x --concurrency]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub prefetch: Option<u16>,
     /// Most requests per second sent to the target, retries included (a
     /// decimal, e.g. 0.5 or 200); unlimited when absent.
     #[arg(long, value_name = "PER_SECOND", value_parser = parse_rate)]
     pub rate: Option<Rate>,
-    /// Attempts per message before it moves to the dead-letter queue.
+    /// Attempts per message before it moves to the dead-letter queue. Only
+    /// the message's own failures count (a 4xx, or a 5xx while other
+    /// messages get through): while the target is down, nothing counts.
     #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_attempts: u32,
     /// How long one request to the target may take before it counts as failed.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     pub timeout: Duration,
-    /// Wait after a first failed attempt; doubles with every further failure.
+    /// Wait after a first failed attempt, and before the first probe of a
+    /// target that seems down; doubles with every further failure.
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
     pub retry_delay: Duration,
-    /// Longest wait between two attempts of one message.
+    /// Longest wait between two attempts of one message, between two probes,
+    /// and for a Retry-After.
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
     pub max_retry_delay: Duration,
     /// How often a progress line is printed.
@@ -55,6 +65,10 @@ pub struct RelayArgs {
     /// How long in-flight deliveries may take to finish after SIGTERM.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9187;
+    /// port 0 picks a free one and logs it); none when absent.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<SocketAddr>,
 }
 
 /// A rate limit: requests per second, possibly fractional.
@@ -88,8 +102,10 @@ pub struct RelayOptions {
     pub target: Url,
     /// The queue to drain.
     pub queue: String,
-    /// Most deliveries in flight; the AMQP prefetch.
+    /// Most requests in flight.
     pub concurrency: u16,
+    /// Most messages held: the AMQP prefetch.
+    pub prefetch: u16,
     /// Most request starts per second; `None` is unlimited.
     pub rate: Option<Rate>,
     /// When to retry, when to give up.
@@ -100,6 +116,8 @@ pub struct RelayOptions {
     pub progress_interval: Duration,
     /// Time in-flight deliveries get after SIGTERM.
     pub shutdown_grace: Duration,
+    /// Where to serve `/metrics`, if anywhere.
+    pub metrics: Option<SocketAddr>,
 }
 
 /// Options that parse one by one but do not fit together, or a bad `AmqpUrl`.
@@ -108,6 +126,14 @@ pub enum OptionsError {
     /// `AmqpUrl` is missing or malformed.
     #[error(transparent)]
     AmqpUrl(#[from] SettingsError),
+    /// `--prefetch` is below `--concurrency`.
+    #[error("--prefetch ({prefetch}) is below --concurrency ({concurrency}): the relay could never use its slots")]
+    Prefetch {
+        /// `--prefetch`.
+        prefetch: u16,
+        /// `--concurrency`.
+        concurrency: u16,
+    },
     /// `--max-retry-delay` is below `--retry-delay`.
     #[error("--max-retry-delay ({max:?}) is shorter than --retry-delay ({first:?})")]
     RetryDelays {
@@ -121,16 +147,14 @@ pub enum OptionsError {
 impl RelayOptions {
     /// Combines the command line with the `AmqpUrl` setting read through `lookup`.
     pub fn new(args: RelayArgs, lookup: impl Fn(&str) -> Option<String>) -> Result<Self, OptionsError> {
-        let raw = lookup("AmqpUrl").filter(|raw| !raw.trim().is_empty());
-        let amqp_url = match raw {
-            Some(raw) => settings::parse_amqp_url(&raw)?,
-            None => {
-                return Err(OptionsError::AmqpUrl(SettingsError::Missing {
-                    name: "AmqpUrl",
-                    hint: AMQP_URL_HINT,
-                }));
-            }
-        };
+        let amqp_url = amqp_url(lookup)?;
+        let prefetch = args.prefetch.unwrap_or(args.concurrency.saturating_mul(4));
+        if prefetch < args.concurrency {
+            return Err(OptionsError::Prefetch {
+                prefetch,
+                concurrency: args.concurrency,
+            });
+        }
         if args.max_retry_delay < args.retry_delay {
             return Err(OptionsError::RetryDelays {
                 first: args.retry_delay,
@@ -142,6 +166,7 @@ impl RelayOptions {
             target: args.to,
             queue: args.queue,
             concurrency: args.concurrency,
+            prefetch,
             rate: args.rate,
             retry: RetryPolicy {
                 max_attempts: args.max_attempts,
@@ -151,12 +176,25 @@ impl RelayOptions {
             timeout: args.timeout,
             progress_interval: args.progress_interval,
             shutdown_grace: args.shutdown_grace,
+            metrics: args.metrics,
         })
     }
 
     /// Reads `AmqpUrl` from the process environment.
     pub fn from_env(args: RelayArgs) -> Result<Self, OptionsError> {
         Self::new(args, |name| std::env::var(name).ok())
+    }
+}
+
+/// The `AmqpUrl` setting, read through `lookup`, required: the relay and
+/// the dead-letter commands take the broker from it alike.
+pub fn amqp_url(lookup: impl Fn(&str) -> Option<String>) -> Result<AmqpUrl, SettingsError> {
+    match lookup("AmqpUrl").filter(|raw| !raw.trim().is_empty()) {
+        Some(raw) => settings::parse_amqp_url(&raw),
+        None => Err(SettingsError::Missing {
+            name: "AmqpUrl",
+            hint: AMQP_URL_HINT,
+        }),
     }
 }
 
@@ -171,7 +209,9 @@ fn parse_target(raw: &str) -> Result<Url, String> {
     Ok(url)
 }
 
-fn parse_queue(raw: &str) -> Result<String, String> {
+/// A queue name for `--queue`: not empty, and short enough for its
+/// dead-letter exchange's name to fit too.
+pub fn parse_queue(raw: &str) -> Result<String, String> {
     if raw.is_empty() {
         return Err("the queue name is empty".to_owned());
     }
@@ -221,11 +261,13 @@ mod tests {
         assert_eq!(options.target.as_str(), "http://127.0.0.1:9000/hook.php");
         assert_eq!(options.queue, "e-conomic-webhooks");
         assert_eq!(options.concurrency, 4);
+        assert_eq!(options.prefetch, 16);
         assert_eq!(options.rate, None);
         assert_eq!(options.retry.max_attempts, 10);
         assert_eq!(options.retry.first_delay, Duration::from_secs(1));
         assert_eq!(options.retry.max_delay, Duration::from_secs(60));
         assert_eq!(options.timeout, Duration::from_secs(30));
+        assert_eq!(options.metrics, None);
     }
 
     #[test]
@@ -237,6 +279,8 @@ mod tests {
             "q1",
             "--concurrency",
             "16",
+            "--prefetch",
+            "20",
             "--rate",
             "0.5",
             "--max-attempts",
@@ -251,15 +295,19 @@ mod tests {
             "1s",
             "--shutdown-grace",
             "5s",
+            "--metrics",
+            "127.0.0.1:9187",
         ];
         let options = RelayOptions::new(args(&line).unwrap(), local).unwrap();
         assert_eq!(options.queue, "q1");
         assert_eq!(options.concurrency, 16);
+        assert_eq!(options.prefetch, 20);
         assert_eq!(options.rate.unwrap().period(), Duration::from_secs(2));
         assert_eq!(options.retry.max_attempts, 3);
         assert_eq!(options.retry.first_delay, Duration::from_millis(100));
         assert_eq!(options.timeout, Duration::from_secs(2));
         assert_eq!(options.shutdown_grace, Duration::from_secs(5));
+        assert_eq!(options.metrics, Some("127.0.0.1:9187".parse().unwrap()));
     }
 
     #[test]
@@ -278,6 +326,7 @@ mod tests {
             ["--rate", "-1"],
             ["--rate", "NaN"],
             ["--timeout", "0s"],
+            ["--metrics", "localhost"],
         ] {
             let line = [&["--to", "http://x/"][..], &bad[..]].concat();
             assert!(args(&line).is_err(), "{bad:?} accepted");
@@ -297,6 +346,18 @@ mod tests {
     fn a_missing_amqp_url_names_the_setting() {
         let err = RelayOptions::new(args(&["--to", "http://x/"]).unwrap(), |_| None).unwrap_err();
         assert!(err.to_string().starts_with("setting AmqpUrl is missing"), "{err}");
+    }
+
+    #[test]
+    fn the_prefetch_is_at_least_the_concurrency() {
+        let line = ["--to", "http://x/", "--concurrency", "8", "--prefetch", "4"];
+        let err = RelayOptions::new(args(&line).unwrap(), local).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "--prefetch (4) is below --concurrency (8): the relay could never use its slots"
+        );
+        let most = ["--to", "http://x/", "--concurrency", "65535"];
+        assert_eq!(RelayOptions::new(args(&most).unwrap(), local).unwrap().prefetch, 65535);
     }
 
     #[test]

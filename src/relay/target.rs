@@ -1,13 +1,15 @@
 //! The outbound side: one HTTP request per attempt to the user's endpoint,
-//! rebuilt from the queued message, judged 2xx or not.
+//! rebuilt from the queued message, judged 2xx or not, and what a failure
+//! says about the target ([`Failure::outcome`], for the circuit).
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use reqwest::header::{CONTENT_TYPE, HeaderValue, USER_AGENT};
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER, USER_AGENT};
 use reqwest::{Method, StatusCode};
 use url::Url;
 
+use super::circuit::Outcome;
 use crate::broker::message::Original;
 use crate::http_client;
 
@@ -23,9 +25,10 @@ const MAX_ANSWER_BYTES: usize = 64 * 1024;
 /// Why an attempt did not count as delivered.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Failure {
-    /// The target answered, but not 2xx.
+    /// The target answered, but not 2xx; with the wait its `Retry-After`
+    /// asked for, on a 429 or 503 that had one.
     #[error("the target answered HTTP {0}")]
-    Status(StatusCode),
+    Status(StatusCode, Option<Duration>),
     /// No complete answer within the timeout.
     #[error("the target did not answer within {0:?}")]
     Timeout(Duration),
@@ -91,6 +94,12 @@ impl Target {
         }
         let mut response = request.send().await.map_err(|e| self.failure(e))?;
         let status = response.status();
+        let retry_after = match status {
+            StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => {
+                retry_after(response.headers(), SystemTime::now())
+            }
+            _ => None,
+        };
         let mut read = 0;
         while read < MAX_ANSWER_BYTES {
             match response.chunk().await {
@@ -107,7 +116,7 @@ impl Target {
         if status.is_success() {
             Ok(status)
         } else {
-            Err(Failure::Status(status))
+            Err(Failure::Status(status, retry_after))
         }
     }
 
@@ -119,6 +128,55 @@ impl Target {
             Failure::Transport(http_client::error_chain(&error.without_url()))
         }
     }
+}
+
+impl Failure {
+    /// What this failure says about the target as a whole.
+    pub fn outcome(&self) -> Outcome {
+        match self {
+            Self::Status(status, retry_after) => match outcome_of(*status) {
+                Outcome::Outage { .. } => Outcome::Outage {
+                    retry_after: *retry_after,
+                },
+                other => other,
+            },
+            // No answer at all: the target (or the way to it) is unwell.
+            Self::Timeout(_) | Self::Transport(_) => Outcome::Outage { retry_after: None },
+        }
+    }
+
+    /// The HTTP status, when the target answered.
+    pub fn status(&self) -> Option<StatusCode> {
+        match self {
+            Self::Status(status, _) => Some(*status),
+            Self::Timeout(_) | Self::Transport(_) => None,
+        }
+    }
+}
+
+/// What an answer's status says: 408 (the target timed out reading), 429
+/// (it asks for less), 502, 503 and 504 (it or its backend is down) say the
+/// target as a whole is unwell; any other 5xx may be this message's fault or
+/// the target's; every other status is the target's word about this message.
+pub fn outcome_of(status: StatusCode) -> Outcome {
+    match status.as_u16() {
+        200..=299 => Outcome::Accepted,
+        408 | 429 | 502 | 503 | 504 => Outcome::Outage { retry_after: None },
+        500..=599 => Outcome::ServerError,
+        _ => Outcome::Refused,
+    }
+}
+
+/// `Retry-After` as a wait from `now`: delay-seconds or an HTTP date (a date
+/// already past is no wait); `None` when absent or unreadable.
+pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        // Absurdly many digits: as long as a wait can be (the circuit caps it).
+        return Some(value.parse().map_or(Duration::MAX, Duration::from_secs));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 /// The sender's method; POST when the message names none a request can carry.
@@ -178,6 +236,68 @@ mod tests {
         };
         assert_eq!(method_of(&original("PUT")), Method::PUT);
         assert_eq!(method_of(&original("NOT A METHOD")), Method::POST);
+    }
+
+    #[test]
+    fn statuses_say_outage_server_error_or_refused() {
+        let outcome = |code: u16| outcome_of(StatusCode::from_u16(code).unwrap());
+        for code in [200, 201, 204, 299] {
+            assert_eq!(outcome(code), Outcome::Accepted, "{code}");
+        }
+        for code in [408, 429, 502, 503, 504] {
+            assert_eq!(outcome(code), Outcome::Outage { retry_after: None }, "{code}");
+        }
+        for code in [500, 501, 505, 507, 599] {
+            assert_eq!(outcome(code), Outcome::ServerError, "{code}");
+        }
+        for code in [301, 302, 400, 401, 403, 404, 409, 410, 422] {
+            assert_eq!(outcome(code), Outcome::Refused, "{code}");
+        }
+    }
+
+    #[test]
+    fn no_answer_is_an_outage_and_a_retry_after_travels_with_it() {
+        let timeout = Failure::Timeout(Duration::from_secs(1));
+        assert_eq!(timeout.outcome(), Outcome::Outage { retry_after: None });
+        let refused = Failure::Transport("connection refused".to_owned());
+        assert_eq!(refused.outcome(), Outcome::Outage { retry_after: None });
+        let busy = Failure::Status(StatusCode::SERVICE_UNAVAILABLE, Some(Duration::from_secs(3)));
+        assert_eq!(
+            busy.outcome(),
+            Outcome::Outage {
+                retry_after: Some(Duration::from_secs(3))
+            }
+        );
+        assert_eq!(busy.status(), Some(StatusCode::SERVICE_UNAVAILABLE));
+        assert_eq!(busy.to_string(), "the target answered HTTP 503 Service Unavailable");
+    }
+
+    #[test]
+    fn retry_after_is_read_as_seconds_or_an_http_date() {
+        let now = httpdate::parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT").unwrap();
+        let headers = |value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(RETRY_AFTER, HeaderValue::from_str(value).unwrap());
+            headers
+        };
+        assert_eq!(retry_after(&headers("120"), now), Some(Duration::from_secs(120)));
+        assert_eq!(retry_after(&headers(" 0 "), now), Some(Duration::ZERO));
+        assert_eq!(
+            retry_after(&headers("Sun, 06 Nov 1994 08:50:07 GMT"), now),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            retry_after(&headers("Sun, 06 Nov 1994 08:00:00 GMT"), now),
+            Some(Duration::ZERO),
+            "a date in the past is no wait"
+        );
+        assert_eq!(
+            retry_after(&headers("99999999999999999999999"), now),
+            Some(Duration::MAX)
+        );
+        assert_eq!(retry_after(&headers("soon"), now), None);
+        assert_eq!(retry_after(&headers("-5"), now), None);
+        assert_eq!(retry_after(&HeaderMap::new(), now), None);
     }
 
     #[test]

@@ -1,49 +1,104 @@
-//! One message's way through the relay, in a task of its own: wait for a
-//! concurrency slot and the pace, deliver, then acknowledge; on failure back
-//! off and try again; after the last attempt, dead-letter; at shutdown, hand
-//! it back to the queue.
+//! One message's way through the relay, in a task of its own: wait until the
+//! gate lets it (the circuit is closed and a slot is free, or it is the
+//! probe) and the pace, deliver, then acknowledge. A failure the circuit
+//! calls the message's own counts an attempt and backs off; one that says the
+//! target is down pauses the message until the circuit lets it try again,
+//! counting nothing. Out of attempts, the message is dead-lettered; at
+//! shutdown it is handed back to the queue.
 //!
-//! A message backing off gives up its concurrency slot (others use it) but
-//! stays unacknowledged in this task, so it keeps its prefetch slot: with
-//! prefetch equal to `--concurrency`, messages in flight plus messages backing
-//! off never exceed `--concurrency`. When the target fails, fewer new messages
-//! come in, which is the backpressure a failing target needs; a crash or a lost
-//! connection returns the held message to the queue, since it was never acked.
+//! A message waiting holds no request slot, but stays unacknowledged in this
+//! task, so it keeps its prefetch slot: the messages this relay holds never
+//! exceed `--prefetch`. A crash or a lost connection returns a held message
+//! to the queue, since it was never acked.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
-use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use super::attempts::{AttemptLog, Record, Settled};
+use super::attempts::{self, AttemptLog, Record, Settled};
+use super::circuit::{Outcome, Verdict};
+use super::dead_letter::headers::replays;
 use super::dead_letter::{DeadLetters, Reason};
-use super::progress::{Count, Counters};
+use super::gate::{Change, Gate, Suspect};
+use super::metrics::{Count, Metrics, RequestOutcome, Tally};
 use super::rate::Pace;
 use super::retry::{Next, RetryPolicy};
-use super::target::Target;
+use super::target::{Failure, Target};
 use crate::broker::message::Original;
 
 /// What every delivery task shares, for the whole life of the relay (across
-/// reconnects, so the concurrency bound holds even while the tasks of a lost
-/// connection are being torn down).
+/// reconnects, so the circuit and the concurrency bound hold even while the
+/// tasks of a lost connection are being torn down).
 #[derive(Debug)]
 pub struct Shared {
     /// The user's endpoint.
     pub target: Target,
     /// `--rate`.
     pub pace: Pace,
-    /// `--concurrency`: one permit per request in flight.
-    pub slots: Semaphore,
+    /// The circuit, and `--concurrency` requests in flight at most.
+    pub gate: Gate,
     /// `--max-attempts` and the backoff.
     pub retry: RetryPolicy,
     /// What happened to each message id, to recognise repeats.
     pub attempts: AttemptLog,
-    /// What the progress lines show.
-    pub counters: Counters,
+    /// What the progress lines and `/metrics` show.
+    pub metrics: Arc<Metrics>,
+}
+
+/// One held message: counted in the metrics, and the consumer told when it
+/// goes (while the circuit is open, that may let it take another).
+struct Holding<'a> {
+    gate: &'a Gate,
+    _tally: Tally<'a>,
+}
+
+impl Drop for Holding<'_> {
+    fn drop(&mut self) {
+        self.gate.held_changed();
+    }
+}
+
+/// Where a message stands while its task runs.
+struct Message<'a> {
+    delivery: &'a Delivery,
+    original: Original,
+    body: Bytes,
+    /// Its key in the attempt memory.
+    key: Option<String>,
+    /// Tells it apart for the circuit.
+    number: u64,
+    record: Record,
+    /// When its previous request started.
+    previous: Option<Instant>,
+    /// Held while its last failure was a paused server error.
+    suspect: Option<Suspect<'a>>,
+    /// Held while it is out of attempts but cannot be dead-lettered.
+    kept: Option<Tally<'a>>,
+}
+
+impl Message<'_> {
+    fn id(&self) -> Option<&str> {
+        self.original.message_id.as_deref()
+    }
+
+    fn note(&self, attempts: &AttemptLog) {
+        attempts.note(self.key.as_deref(), &self.record);
+    }
+}
+
+/// How an attempt to dead-letter a message ended.
+enum Exhausted {
+    /// Moved and acknowledged.
+    Moved,
+    /// Shutdown came while waiting; handed back.
+    HandedBack,
+    /// The dead-letter exchange is missing: kept, to be tried at the target again.
+    Kept,
 }
 
 /// Relays one delivery to its end: acknowledged, dead-lettered, or handed
@@ -56,65 +111,150 @@ pub async fn relay(
     dead_letters: Arc<DeadLetters>,
     stopping: CancellationToken,
 ) {
-    let _held = shared.counters.hold();
+    let _held = Holding {
+        gate: &shared.gate,
+        _tally: shared.metrics.hold(),
+    };
     let original = Original::from_properties(&delivery.properties);
-    let id = original.message_id.as_deref();
+    let key = attempts::key(original.message_id.as_deref(), replays(&delivery.properties));
     let body = Bytes::from(std::mem::take(&mut delivery.data));
-    let mut record = shared.attempts.recall(id);
+    let record = shared.attempts.recall(key.as_deref());
     if let Some(settled) = record.settled {
-        return acknowledge_repeat(&delivery, settled, id).await;
+        return acknowledge_repeat(&delivery, settled, original.message_id.as_deref()).await;
     }
+    let mut message = Message {
+        delivery: &delivery,
+        suspect: record.suspect.then(|| shared.gate.suspect()),
+        original,
+        body,
+        key,
+        number: shared.gate.message_number(),
+        record,
+        previous: None,
+        kept: None,
+    };
+    let mut target_first = false;
     loop {
-        if record.attempts >= shared.retry.max_attempts {
-            // Used up before a lost connection brought it back: do not try again.
-            return dead_letter(&delivery, &body, &shared, &dead_letters, &record, &stopping).await;
+        if message.record.attempts >= shared.retry.max_attempts && !target_first {
+            match dead_letter(&mut message, &shared, &dead_letters, &stopping).await {
+                Exhausted::Moved | Exhausted::HandedBack => return,
+                // Tried at the target again, then dead-lettered again if it still fails.
+                Exhausted::Kept => target_first = true,
+            }
         }
-        let slot = tokio::select! {
+        let pass = tokio::select! {
             biased;
-            () = stopping.cancelled() => return give_back(&delivery, &shared, id).await,
-            slot = acquire(&shared.slots, &shared.pace) => slot,
+            () = stopping.cancelled() => return give_back(&message, &shared.metrics).await,
+            pass = async {
+                let pass = shared
+                    .gate
+                    .enter(message.number, message.previous, message.suspect.is_some(), &shared.metrics)
+                    .await;
+                shared.pace.wait().await;
+                pass
+            } => pass,
         };
-        record.attempts += 1;
-        shared.attempts.note(id, &record);
+        let probe = pass.is_probe();
+        message.record.requests += 1;
+        message.note(&shared.attempts);
+        let started = Instant::now();
+        message.previous = Some(started);
         // Not raced against `stopping`: a request under way finishes, so the
         // target's answer decides between ack and requeue.
-        let result = shared.target.deliver(&original, body.clone(), record.attempts).await;
-        drop(slot);
-        let failure = match result {
-            Ok(_) => {
-                record.settled = Some(Settled::Delivered);
-                shared.attempts.note(id, &record);
-                shared.counters.add(Count::Delivered);
-                return acknowledge(&delivery, id, "delivered").await;
+        let result = shared
+            .target
+            .deliver(&message.original, message.body.clone(), message.record.requests)
+            .await;
+        let outcome = result.as_ref().map_or_else(Failure::outcome, |_| Outcome::Accepted);
+        shared.metrics.request(RequestOutcome::of(outcome), started.elapsed());
+        let (verdict, change) = pass.finish(outcome);
+        let failure = result.err();
+        log_change(change, message.id(), failure.as_ref());
+        let Some(failure) = failure else {
+            message.record.settled = Some(Settled::Delivered);
+            message.note(&shared.attempts);
+            shared.metrics.add(Count::Delivered);
+            if probe {
+                info!(message_id = message.id(), "the probe was delivered");
             }
-            Err(failure) => failure.to_string(),
+            return acknowledge(&delivery, message.id(), "delivered").await;
         };
-        record.last_failure = Some(failure.clone());
-        shared.attempts.note(id, &record);
-        let wait = match shared.retry.after_failure(record.attempts) {
-            Next::GiveUp => continue,
-            Next::RetryAfter(_) if stopping.is_cancelled() => return give_back(&delivery, &shared, id).await,
-            Next::RetryAfter(wait) => wait,
-        };
-        shared.counters.add(Count::Retried);
-        warn!(message_id = id, attempt = record.attempts, retry_in = ?wait, "delivery failed, will retry: {failure}");
-        tokio::select! {
-            biased;
-            () = stopping.cancelled() => return give_back(&delivery, &shared, id).await,
-            () = tokio::time::sleep(wait) => {}
+        message.record.last_failure = Some(failure.to_string());
+        message.record.last_status = failure.status().map(|s| s.as_u16());
+        match verdict {
+            Verdict::Delivered => unreachable!("a failure is never delivered"),
+            Verdict::Paused => {
+                let suspect = outcome == Outcome::ServerError;
+                message.record.suspect = suspect;
+                if suspect != message.suspect.is_some() {
+                    message.suspect = suspect.then(|| shared.gate.suspect());
+                }
+                message.note(&shared.attempts);
+                shared.metrics.add(Count::Retried);
+                debug!(
+                    message_id = message.id(),
+                    requests = message.record.requests,
+                    probe,
+                    "paused with the circuit: {failure}"
+                );
+                if stopping.is_cancelled() {
+                    return give_back(&message, &shared.metrics).await;
+                }
+            }
+            Verdict::Failed => {
+                message.record.attempts += 1;
+                message.record.suspect = false;
+                message.suspect = None;
+                message.note(&shared.attempts);
+                target_first = false;
+                let wait = match shared.retry.after_failure(message.record.attempts) {
+                    Next::GiveUp => continue,
+                    Next::RetryAfter(_) if stopping.is_cancelled() => {
+                        return give_back(&message, &shared.metrics).await;
+                    }
+                    Next::RetryAfter(wait) => wait,
+                };
+                shared.metrics.add(Count::Retried);
+                warn!(
+                    message_id = message.id(),
+                    attempts = message.record.attempts,
+                    status = failure.status().map(|s| s.as_u16()),
+                    retry_in = ?wait,
+                    "delivery failed, will retry: {failure}"
+                );
+                tokio::select! {
+                    biased;
+                    () = stopping.cancelled() => return give_back(&message, &shared.metrics).await,
+                    () = tokio::time::sleep(wait) => {}
+                }
+            }
         }
     }
 }
 
-/// A concurrency slot first, then the pace: the pace's slot is taken only by
-/// a request that can start at once.
-async fn acquire<'a>(slots: &'a Semaphore, pace: &Pace) -> SemaphorePermit<'a> {
-    let permit = slots
-        .acquire()
-        .await
-        .expect("the concurrency semaphore is never closed");
-    pace.wait().await;
-    permit
+/// Logs what a request did to the circuit.
+fn log_change(change: Option<Change>, id: Option<&str>, failure: Option<&Failure>) {
+    let status = failure.and_then(Failure::status).map(|s| s.as_u16());
+    let failure = failure.map(ToString::to_string).unwrap_or_default();
+    match change {
+        None => {}
+        Some(Change::Opened(probe_in)) => warn!(
+            message_id = id,
+            status,
+            probe_in = ?probe_in,
+            "the target seems down: pausing deliveries (no attempt counts), probing with one request in {probe_in:?}: {failure}"
+        ),
+        Some(Change::ProbeFailed(probe_in)) => warn!(
+            message_id = id,
+            status,
+            probe_in = ?probe_in,
+            "the target is still down, next probe in {probe_in:?}: {failure}"
+        ),
+        Some(Change::Closed) => info!(
+            message_id = id,
+            status, "the target answered the probe: resuming deliveries, ramping up to --concurrency"
+        ),
+    }
 }
 
 /// Acknowledges a message that is settled (`what` happened to it). Its
@@ -148,72 +288,85 @@ async fn acknowledge_repeat(delivery: &Delivery, settled: Settled, id: Option<&s
     acknowledge(delivery, id, what).await;
 }
 
-async fn dead_letter(
-    delivery: &Delivery,
-    body: &Bytes,
-    shared: &Shared,
+/// Moves a message out of attempts to the dead-letter queue. If that cannot
+/// be done (no dead-letter exchange), the message is kept and, after
+/// `--max-retry-delay`, tried at the target again: never held untried.
+async fn dead_letter<'a>(
+    message: &mut Message<'a>,
+    shared: &'a Shared,
     dead_letters: &DeadLetters,
-    record: &Record,
     stopping: &CancellationToken,
-) {
-    let id = delivery.properties.message_id().as_ref().map(|id| id.as_str());
+) -> Exhausted {
+    let failure = message
+        .record
+        .last_failure
+        .clone()
+        .unwrap_or_else(|| "unknown".to_owned());
     let reason = Reason {
-        failure: record.last_failure.as_deref().unwrap_or("unknown"),
-        attempts: record.attempts,
+        failure: &failure,
+        status: message.record.last_status,
+        attempts: message.record.attempts,
     };
-    let mut wait = shared.retry.first_delay;
-    loop {
-        match dead_letters
-            .publish(delivery.routing_key.as_str(), &delivery.properties, body, reason)
-            .await
-        {
-            Ok(()) => break,
-            Err(e) => {
-                // Never drop it: keep it unacknowledged (it stays on the broker's
-                // books) and try again until the exchange is fixed or we stop.
-                error!(
-                    message_id = id,
-                    attempts = reason.attempts,
-                    retry_in = ?wait,
-                    "cannot move the message to the dead-letter queue, keeping it: {e}"
-                );
-                tokio::select! {
-                    biased;
-                    () = stopping.cancelled() => return give_back(delivery, shared, id).await,
-                    () = tokio::time::sleep(wait) => {}
-                }
-                wait = (wait * 2).min(shared.retry.max_delay);
-            }
+    let delivery = message.delivery;
+    let published = dead_letters
+        .publish(
+            delivery.routing_key.as_str(),
+            &delivery.properties,
+            &message.body,
+            reason,
+        )
+        .await;
+    if let Err(e) = published {
+        // Never drop it: keep it unacknowledged (it stays on the broker's
+        // books) and keep trying the target until the exchange exists.
+        let wait = shared.retry.max_delay;
+        if message.kept.is_none() {
+            message.kept = Some(shared.metrics.undead_letterable());
         }
+        error!(
+            message_id = message.id(),
+            attempts = reason.attempts,
+            retry_in = ?wait,
+            "cannot move the message to the dead-letter queue, keeping it and trying the target again in {wait:?}: {e}"
+        );
+        return tokio::select! {
+            biased;
+            () = stopping.cancelled() => {
+                give_back(message, &shared.metrics).await;
+                Exhausted::HandedBack
+            }
+            () = tokio::time::sleep(wait) => Exhausted::Kept,
+        };
     }
-    let mut record = record.clone();
-    record.settled = Some(Settled::DeadLettered);
-    shared.attempts.note(id, &record);
-    shared.counters.add(Count::DeadLettered);
+    message.kept = None;
+    message.record.settled = Some(Settled::DeadLettered);
+    message.note(&shared.attempts);
+    shared.metrics.add(Count::DeadLettered);
     warn!(
-        message_id = id,
+        message_id = message.id(),
         attempts = reason.attempts,
+        status = reason.status,
         exchange = dead_letters.exchange(),
-        "moved to the dead-letter queue: {}",
-        reason.failure
+        "moved to the dead-letter queue: {failure}"
     );
-    acknowledge(delivery, id, "dead-lettered").await;
+    acknowledge(delivery, message.id(), "dead-lettered").await;
+    Exhausted::Moved
 }
 
 /// Returns the message to the queue, undelivered, for a later run.
-async fn give_back(delivery: &Delivery, shared: &Shared, id: Option<&str>) {
+async fn give_back(message: &Message<'_>, metrics: &Metrics) {
     let requeue = BasicNackOptions {
         requeue: true,
         multiple: false,
     };
-    match delivery.acker.nack(requeue).await {
+    match message.delivery.acker.nack(requeue).await {
         Ok(true) => {
-            shared.counters.add(Count::Returned);
-            debug!(message_id = id, "returned to the queue");
+            metrics.add(Count::Returned);
+            debug!(message_id = message.id(), "returned to the queue");
         }
         // Closing the channel returns it all the same.
         _ => info!(
-            message_id = id,
+            message_id = message.id(),
             "could not return the message now; closing the channel will"
         ),
     }

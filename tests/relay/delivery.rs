@@ -148,7 +148,7 @@ async fn webhooks_go_from_the_forwarder_through_the_queue_to_the_target_or_the_d
         assert_eq!(answer.status(), 200, "{}", forwarder.process.output());
     }
     let target = TestTarget::start(|seen| {
-        let status = if seen.body.starts_with(b"doomed") { 500 } else { 200 };
+        let status = if seen.body.starts_with(b"doomed") { 422 } else { 200 };
         (Duration::ZERO, status)
     })
     .await;
@@ -188,7 +188,7 @@ async fn webhooks_go_from_the_forwarder_through_the_queue_to_the_target_or_the_d
     assert_eq!(dead[0].header("x-http-query").as_deref(), Some("type=product&id=8"));
     assert_eq!(
         dead[0].header("x-relay-failure").as_deref(),
-        Some("the target answered HTTP 500 Internal Server Error")
+        Some("the target answered HTTP 422 Unprocessable Entity")
     );
     assert_eq!(queue.depth().await, 0);
     let output = relay.output();

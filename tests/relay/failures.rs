@@ -1,5 +1,7 @@
-//! A failing target: retries with backoff, then the dead-letter queue with
-//! the reason; never a message dropped.
+//! A target refusing some messages: retries with backoff, then the
+//! dead-letter queue with the reason; never a message dropped. (Refusals,
+//! 4xx, are the messages' own failures; an outage, which pauses and counts
+//! nothing, is in `outage.rs`.)
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -31,15 +33,10 @@ async fn failed_deliveries_are_retried_then_dead_lettered_with_the_reason() {
     queue
         .publish(&[doomed.clone(), flaky.clone(), fine.clone()].concat())
         .await;
-    // "doomed" always fails; "flaky" fails its first attempt only.
+    // "doomed" is always refused; "flaky" on its first attempt only.
     let target = TestTarget::start(|seen| {
-        let status = if seen.body.starts_with(b"doomed") {
-            500
-        } else if seen.body.starts_with(b"flaky") && seen.attempt() == 1 {
-            503
-        } else {
-            200
-        };
+        let refused = seen.body.starts_with(b"doomed") || (seen.body.starts_with(b"flaky") && seen.attempt() == 1);
+        let status = if refused { 422 } else { 200 };
         (Duration::ZERO, status)
     })
     .await;
@@ -82,8 +79,9 @@ async fn failed_deliveries_are_retried_then_dead_lettered_with_the_reason() {
         assert_eq!(dead.id(), original.id);
         assert_eq!(
             dead.header("x-relay-failure").as_deref(),
-            Some("the target answered HTTP 500 Internal Server Error")
+            Some("the target answered HTTP 422 Unprocessable Entity")
         );
+        assert_eq!(dead.header("x-relay-status").as_deref(), Some("422"));
         assert_eq!(dead.header("x-relay-attempts").as_deref(), Some("3"));
         assert_eq!(dead.header("x-relay-queue").as_deref(), Some(queue.queue.as_str()));
         assert_eq!(dead.header("x-http-method").as_deref(), Some("POST"));
@@ -141,7 +139,7 @@ async fn a_message_backing_off_holds_up_neither_the_others_nor_shutdown() {
     let others = TestMessage::many(20, "other");
     queue.publish(&[vec![poison.clone()], others.clone()].concat()).await;
     let target = TestTarget::start(|seen| {
-        let status = if seen.body.starts_with(b"poison") { 500 } else { 200 };
+        let status = if seen.body.starts_with(b"poison") { 422 } else { 200 };
         (Duration::ZERO, status)
     })
     .await;
@@ -182,7 +180,7 @@ async fn without_a_dead_letter_exchange_an_exhausted_message_is_kept_not_dropped
     let queue = Topology::declare().await;
     let message = TestMessage::post("undeliverable");
     queue.publish(std::slice::from_ref(&message)).await;
-    let target = TestTarget::start(|_| (Duration::ZERO, 500)).await;
+    let target = TestTarget::start(|_| (Duration::ZERO, 422)).await;
 
     let mut relay = Handler::relay(
         &queue,

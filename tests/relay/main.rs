@@ -7,8 +7,12 @@
 #![allow(clippy::unwrap_used)]
 
 mod config;
+mod dead_letters;
 mod delivery;
 mod failures;
+mod metrics;
+mod outage;
 mod pace;
+mod poison;
 mod reconnect;
 mod shutdown;

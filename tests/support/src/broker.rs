@@ -315,6 +315,11 @@ impl Topology {
         depth_of(&self.queue).await
     }
 
+    /// Ready messages on the dead-letter queue.
+    pub async fn dead_letter_depth(&self) -> u32 {
+        depth_of(&self.dead_letter()).await
+    }
+
     /// Takes `count` messages off the queue, waiting up to 10 s for them;
     /// fewer if fewer came.
     pub async fn take(&self, count: usize) -> Vec<QueuedMessage> {

@@ -10,12 +10,14 @@
 //!   each of its modes;
 //! - [`stub`]: a fake publish endpoint, only for faults a real broker cannot
 //!   produce on demand;
-//! - [`target`]: a recording HTTP endpoint for the relay to deliver to.
+//! - [`target`]: a recording HTTP endpoint for the relay to deliver to;
+//! - [`metrics`]: a relay's `/metrics`, scraped and parsed as Prometheus would.
 //!
 //! Nothing here imports the product's code: the tests see it as a user does.
 
 pub mod broker;
 pub mod host;
+pub mod metrics;
 pub mod process;
 pub mod stub;
 pub mod target;

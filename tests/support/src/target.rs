@@ -57,14 +57,48 @@ impl Seen {
     }
 }
 
-/// How the target answers a request: after this delay, with this status.
-pub type Behaviour = dyn Fn(&Seen) -> (Duration, u16) + Send + Sync;
+/// How the target answers one request.
+#[derive(Debug, Clone, Default)]
+pub struct Answer {
+    /// Wait this long first.
+    pub delay: Duration,
+    /// The status (0 means 200).
+    pub status: u16,
+    /// Headers to send, e.g. `Retry-After`.
+    pub headers: Vec<(&'static str, String)>,
+}
+
+impl Answer {
+    /// This status at once, no headers.
+    pub fn status(status: u16) -> Self {
+        Self {
+            status,
+            ..Self::default()
+        }
+    }
+
+    /// These headers too.
+    pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.headers.push((name, value.into()));
+        self
+    }
+}
+
+/// How the target answers a request.
+pub type Behaviour = dyn Fn(&Seen) -> Answer + Send + Sync;
 
 struct State {
     seen: Mutex<Vec<Seen>>,
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
     behaviour: Box<Behaviour>,
+}
+
+/// An address on this machine where nothing listens (yet): a target that is
+/// down, which [`TestTarget::answering_at`] can bring up later.
+pub fn free_address() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap()
 }
 
 /// The running target.
@@ -79,13 +113,38 @@ impl TestTarget {
         Self::start(|_| (Duration::ZERO, 200)).await
     }
 
-    /// A target answering as `behaviour` says.
+    /// A target answering as `behaviour` says: after this delay, this status.
     pub async fn start(behaviour: impl Fn(&Seen) -> (Duration, u16) + Send + Sync + 'static) -> Self {
+        Self::answering(move |seen| {
+            let (delay, status) = behaviour(seen);
+            Answer {
+                delay,
+                status,
+                headers: Vec::new(),
+            }
+        })
+        .await
+    }
+
+    /// A target answering as `behaviour` says, headers included.
+    pub async fn answering(behaviour: impl Fn(&Seen) -> Answer + Send + Sync + 'static) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::serve(listener, Box::new(behaviour))
+    }
+
+    /// Like [`TestTarget::answering`], at `addr` (one from [`free_address`]:
+    /// the relay was sending there while nothing listened).
+    pub async fn answering_at(addr: SocketAddr, behaviour: impl Fn(&Seen) -> Answer + Send + Sync + 'static) -> Self {
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+        Self::serve(listener, Box::new(behaviour))
+    }
+
+    fn serve(listener: tokio::net::TcpListener, behaviour: Box<Behaviour>) -> Self {
         let state = Arc::new(State {
             seen: Mutex::new(Vec::new()),
             in_flight: AtomicUsize::new(0),
             max_in_flight: AtomicUsize::new(0),
-            behaviour: Box::new(behaviour),
+            behaviour,
         });
         let shared = state.clone();
         let route = warp::method()
@@ -112,18 +171,22 @@ impl TestTarget {
                             arrived: Instant::now(),
                             status: 0,
                         };
-                        let (delay, status) = (state.behaviour)(&seen);
-                        tokio::time::sleep(delay).await;
+                        let answer = (state.behaviour)(&seen);
+                        tokio::time::sleep(answer.delay).await;
+                        let status = if answer.status == 0 { 200 } else { answer.status };
                         seen.status = status;
                         state.seen.lock().expect("seen lock").push(seen);
                         // Out of flight before the answer leaves: the relay can only
                         // start its next request after reading this answer.
                         state.in_flight.fetch_sub(1, Ordering::SeqCst);
-                        warp::reply::with_status("", StatusCode::from_u16(status).unwrap())
+                        let mut reply = warp::http::Response::builder().status(StatusCode::from_u16(status).unwrap());
+                        for (name, value) in answer.headers {
+                            reply = reply.header(name, value);
+                        }
+                        reply.body(String::new()).unwrap()
                     }
                 },
             );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(warp::serve(route).incoming(listener).run());
         Self { addr, state }
@@ -148,6 +211,15 @@ impl TestTarget {
             .iter()
             .filter(|s| s.accepted())
             .count()
+    }
+
+    /// Requests answered 2xx so far, per message id.
+    pub fn accepted_by_id(&self) -> HashMap<String, usize> {
+        let mut accepted = HashMap::new();
+        for seen in self.seen().iter().filter(|s| s.accepted()) {
+            *accepted.entry(seen.message_id().to_owned()).or_default() += 1;
+        }
+        accepted
     }
 
     /// How many requests were answered so far.
@@ -196,6 +268,19 @@ pub async fn wait_until_drained(topology: &Topology, target: &TestTarget, relay:
         }
         assert!(Instant::now() < deadline, "the queue did not drain:\n{output}");
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Asserts that the target accepted every one of `messages` exactly once.
+pub fn assert_each_accepted_once(messages: &[TestMessage], target: &TestTarget) {
+    let accepted = target.accepted_by_id();
+    for message in messages {
+        assert_eq!(
+            accepted.get(&message.id).copied().unwrap_or(0),
+            1,
+            "times {} was accepted",
+            message.id
+        );
     }
 }
 

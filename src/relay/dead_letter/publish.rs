@@ -8,21 +8,16 @@
 //! errors, not silent drops; the caller keeps the original until this succeeds.
 
 use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
 use lapin::types::{AMQPValue, FieldTable, LongString};
-use lapin::{BasicProperties, Channel, Connection, ErrorKind};
+use lapin::{BasicProperties, Channel, Connection};
 use tokio::sync::Mutex;
 
+use super::headers::{ATTEMPTS_HEADER, DEAD_LETTERED_AT_HEADER, FAILURE_HEADER, QUEUE_HEADER, STATUS_HEADER};
+use super::is_not_found;
 use crate::broker::topology::dead_letter_name;
-
-/// Header stating why the last attempt failed.
-pub const FAILURE_HEADER: &str = "x-relay-failure";
-/// Header stating how many attempts were made.
-pub const ATTEMPTS_HEADER: &str = "x-relay-attempts";
-/// Header naming the queue the message was taken from.
-pub const QUEUE_HEADER: &str = "x-relay-queue";
 
 /// Why a message could not be dead-lettered; the caller keeps it unacknowledged.
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +56,8 @@ pub struct DeadLetters {
 pub struct Reason<'a> {
     /// Why the last attempt failed.
     pub failure: &'a str,
+    /// The target's HTTP status in the last answer, if it answered.
+    pub status: Option<u16>,
     /// Attempts made.
     pub attempts: u32,
 }
@@ -127,20 +124,26 @@ impl DeadLetters {
     }
 
     fn headers(&self, properties: &BasicProperties, reason: Reason<'_>) -> FieldTable {
-        let mut headers = properties.headers().clone().unwrap_or_default();
-        headers.insert(
-            FAILURE_HEADER.into(),
-            AMQPValue::LongString(LongString::from(reason.failure)),
-        );
+        let mut headers = properties
+            .headers()
+            .as_ref()
+            .map(|h| h.inner().clone())
+            .unwrap_or_default();
+        let text = |s: &str| AMQPValue::LongString(LongString::from(s));
+        headers.insert(FAILURE_HEADER.into(), text(reason.failure));
         headers.insert(
             ATTEMPTS_HEADER.into(),
             AMQPValue::LongLongInt(i64::from(reason.attempts)),
         );
-        headers.insert(
-            QUEUE_HEADER.into(),
-            AMQPValue::LongString(LongString::from(self.queue.as_str())),
-        );
-        headers
+        headers.insert(QUEUE_HEADER.into(), text(&self.queue));
+        match reason.status {
+            Some(status) => headers.insert(STATUS_HEADER.into(), AMQPValue::ShortUInt(status)),
+            // A status from an earlier dead-lettering would say the wrong thing.
+            None => headers.remove(STATUS_HEADER),
+        };
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        headers.insert(DEAD_LETTERED_AT_HEADER.into(), AMQPValue::Timestamp(now));
+        FieldTable::from(headers)
     }
 
     async fn channel(&self) -> lapin::Result<Channel> {
@@ -164,13 +167,4 @@ impl DeadLetters {
             }
         }
     }
-}
-
-/// Whether the broker said NOT_FOUND: a passive declare or a publish named a
-/// queue or exchange that is not there.
-pub fn is_not_found(error: &lapin::Error) -> bool {
-    matches!(
-        error.kind(),
-        ErrorKind::ProtocolError(e) if *e.kind() == AMQPErrorKind::Soft(AMQPSoftError::NOTFOUND)
-    )
 }
