@@ -15,6 +15,15 @@ pub const MAX_TTL_DAYS: u32 = 3650;
 
 const MILLIS_PER_DAY: u64 = 24 * 60 * 60 * 1000;
 
+/// `x-delivery-limit` of the quorum queues setup declares: as good as none.
+/// RabbitMQ 4.x gives quorum queues a delivery limit of 20 by default and
+/// drops (or dead-letters) a message returned to the queue that often: a
+/// relay restarted 20 times during an outage would lose it. `-1` turns the
+/// limit off on 4.x but makes 3.10 drop a message at its first return (both
+/// seen here with 3.10.8 and 4.0.5); the largest limit both take keeps
+/// messages on both.
+pub const QUORUM_DELIVERY_LIMIT: i64 = 2_147_483_647;
+
 /// The dead-letter exchange and queue of `queue`: both `<queue>.dead-letter`.
 pub fn dead_letter_name(queue: &str) -> String {
     format!("{queue}.dead-letter")
@@ -111,6 +120,7 @@ pub fn plan(exchange: &str, routing_key: &str, options: &QueueOptions) -> Vec<De
     let mut arguments = Map::new();
     if options.quorum {
         arguments.insert("x-queue-type".to_owned(), json!("quorum"));
+        arguments.insert("x-delivery-limit".to_owned(), json!(QUORUM_DELIVERY_LIMIT));
     }
     if options.dead_letter {
         let dead_letter = dead_letter_name(&options.queue);
@@ -257,6 +267,13 @@ mod tests {
         };
         let plan = plan("x", "k", &options);
         assert_eq!(queue(&plan, DEFAULT_QUEUE).arguments["x-queue-type"], "quorum");
+        for name in [DEFAULT_QUEUE.to_owned(), dead_letter_name(DEFAULT_QUEUE)] {
+            assert_eq!(
+                queue(&plan, &name).arguments["x-delivery-limit"],
+                QUORUM_DELIVERY_LIMIT,
+                "{name}: RabbitMQ 4.x's default limit of 20 returns would drop messages"
+            );
+        }
         assert_eq!(
             queue(&plan, &dead_letter_name(DEFAULT_QUEUE)).arguments["x-queue-type"],
             "quorum"

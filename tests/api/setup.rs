@@ -7,7 +7,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use test_support::assert_no_secret;
-use test_support::broker::{MANAGEMENT, Topology, api_get, api_send, reject_one};
+use test_support::broker::{MANAGEMENT, Topology, api_get, api_send, reject_one, return_to_queue};
 use test_support::process::run_to_end;
 
 /// The exchange, queue and bindings under `names`, as the broker shows them.
@@ -95,7 +95,12 @@ async fn dead_letter_and_quorum_declare_the_documented_names() {
     assert_eq!(main["type"], "quorum");
     assert_eq!(
         main["arguments"],
-        json!({"x-queue-type": "quorum", "x-message-ttl": 86_400_000, "x-dead-letter-exchange": dead_letter})
+        json!({
+            "x-queue-type": "quorum",
+            "x-delivery-limit": 2_147_483_647,
+            "x-message-ttl": 86_400_000,
+            "x-dead-letter-exchange": dead_letter
+        })
     );
     let (_, exchange) = api_get(&format!("exchanges/%2F/{dead_letter}")).await;
     assert_eq!(
@@ -237,4 +242,21 @@ async fn an_exchange_of_another_type_is_named_with_what_to_do() {
         "{}",
         run.output()
     );
+}
+
+#[tokio::test]
+async fn a_quorum_queue_keeps_a_message_however_often_it_comes_back() {
+    // RabbitMQ 4.x drops a message returned 20 times to a quorum queue unless
+    // the queue says otherwise; a relay stopped or cut off 20 times while it
+    // held the message must not lose it.
+    let names = Topology::names();
+    let run = run_to_end(&["setup", "--queue", &names.queue, "--quorum"], &names.settings(), "").await;
+    assert!(run.status.success(), "{}", run.output());
+    publish_directly(&names, "returned often").await;
+
+    return_to_queue(&names.queue, 25).await;
+
+    let kept = names.take(1).await;
+    assert_eq!(kept.len(), 1, "the message is gone after 25 returns");
+    assert_eq!(kept[0].body, b"returned often");
 }

@@ -489,6 +489,30 @@ async fn depth_of(queue: &str) -> u32 {
     declared.message_count()
 }
 
+/// Takes the next ready message on `queue` and hands it back (`basic.nack`
+/// with requeue), `times` times, as a consumer that is stopped or loses its
+/// connection while holding it does.
+pub async fn return_to_queue(queue: &str, times: usize) {
+    let (connection, channel) = channel().await;
+    for _ in 0..times {
+        let message = channel
+            .basic_get(queue.into(), BasicGetOptions { no_ack: false })
+            .await
+            .expect("basic.get")
+            .expect("a message to return");
+        message
+            .delivery
+            .acker
+            .nack(lapin::options::BasicNackOptions {
+                requeue: true,
+                multiple: false,
+            })
+            .await
+            .expect("basic.nack");
+    }
+    let _ = connection.close(200, "done".into()).await;
+}
+
 /// Rejects the next ready message on `queue` without requeueing it, as a
 /// consumer that can never handle it does: the broker dead-letters it.
 pub async fn reject_one(queue: &str) {
