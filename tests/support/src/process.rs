@@ -13,7 +13,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 
 use crate::AppSettings;
-use crate::broker::{AMQP_URL, Topology};
+use crate::broker::{Topology, amqp_url};
 use crate::host::HostClient;
 
 /// The `handler` binary cargo built beside the running test or benchmark
@@ -59,7 +59,7 @@ impl Handler {
             "1s",
         ];
         args.extend_from_slice(extra);
-        Self::spawn(&args, &AppSettings::new().with("AmqpUrl", AMQP_URL), "info")
+        Self::spawn(&args, &AppSettings::new().with("AmqpUrl", amqp_url()), "info")
     }
 
     /// Like [`Handler::spawn`], for another copy of the binary (the package test's).
