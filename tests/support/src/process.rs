@@ -242,6 +242,9 @@ pub struct Served {
     pub process: Handler,
     /// Where it listens.
     pub addr: SocketAddr,
+    /// From spawning the process to its first answer to `GET /`: what the
+    /// host's `customHandler.initializationTimeout` (30 s) bounds.
+    pub ready_after: Duration,
     host: HostClient,
 }
 
@@ -274,6 +277,7 @@ impl Served {
             environment = environment.with(name, value);
         }
         // Debug logs: the secret checks must see everything the handler can print.
+        let spawned = Instant::now();
         let mut process = Handler::spawn_program(program, args, &environment, "debug");
         let deadline = Instant::now() + Duration::from_secs(10);
         let addr = loop {
@@ -293,7 +297,12 @@ impl Served {
         };
         let host = HostClient::new(addr);
         host.wait_until_ready().await;
-        Ok(Self { process, addr, host })
+        Ok(Self {
+            process,
+            addr,
+            ready_after: spawned.elapsed(),
+            host,
+        })
     }
 }
 
