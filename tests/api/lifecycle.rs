@@ -140,26 +140,27 @@ async fn a_settings_error_exits_1_not_0() {
     assert_eq!(status.code(), Some(1));
 }
 
-#[tokio::test]
-async fn sigterm_exits_0() {
+/// The exit code of a serving handler sent `signal`, and what it printed.
+async fn exit_code_after(signal: &str) -> (Option<i32>, String) {
     let topology = Topology::declare().await;
     let mut app = Served::start(&topology.settings()).await;
-
-    app.process.signal("TERM");
-
+    app.process.signal(signal);
     let status = app.process.wait_for_exit(Duration::from_secs(30)).await;
-    assert_eq!(status.code(), Some(0), "{}", app.process.output());
+    (status.code(), app.process.output())
+}
+
+#[tokio::test]
+async fn sigterm_exits_0() {
+    let (code, output) = exit_code_after("TERM").await;
+
+    assert_eq!(code, Some(0), "{output}");
 }
 
 #[tokio::test]
 async fn sigint_exits_0() {
-    let topology = Topology::declare().await;
-    let mut app = Served::start(&topology.settings()).await;
+    let (code, output) = exit_code_after("INT").await;
 
-    app.process.signal("INT");
-
-    let status = app.process.wait_for_exit(Duration::from_secs(30)).await;
-    assert_eq!(status.code(), Some(0), "{}", app.process.output());
+    assert_eq!(code, Some(0), "{output}");
 }
 
 #[tokio::test]
