@@ -276,9 +276,26 @@ impl Served {
         for (name, value) in settings.pairs() {
             environment = environment.with(name, value);
         }
+        Self::spawn_and_wait(program, args, &environment).await
+    }
+
+    /// Starts `handler` standalone, as an operator runs it outside Azure: none
+    /// of the host's variables, `ListenAddress` 127.0.0.1 on port 0.
+    pub async fn start_standalone(settings: &AppSettings) -> Self {
+        let environment = settings.clone().with("ListenAddress", "127.0.0.1:0");
+        Self::spawn_and_wait(&handler_binary(), &[], &environment)
+            .await
+            .unwrap_or_else(|(status, output)| panic!("handler exited with {status} at start-up:\n{output}"))
+    }
+
+    async fn spawn_and_wait(
+        program: &Path,
+        args: &[&str],
+        environment: &AppSettings,
+    ) -> Result<Self, (ExitStatus, String)> {
         // Debug logs: the secret checks must see everything the handler can print.
         let spawned = Instant::now();
-        let mut process = Handler::spawn_program(program, args, &environment, "debug");
+        let mut process = Handler::spawn_program(program, args, environment, "debug");
         let deadline = Instant::now() + Duration::from_secs(10);
         let addr = loop {
             if let Some(addr) = bound_address(&process.output()) {
