@@ -1,6 +1,8 @@
-//! The Functions host's custom-handler protocol: wire types only.
+//! The Functions host's custom-handler protocol: wire types, the headers the
+//! handler reads, and which mode host.json selects.
 
 pub mod invocation;
+pub mod mode;
 pub mod response;
 
 /// Header carrying the host's id of this invocation (both modes).
