@@ -37,7 +37,7 @@ pub struct Caller<'a> {
     /// Whether the host proxied the request (it carries `x-ms-invocation-id`):
     /// then `X-Forwarded-For` holds the host's own peer, not the sender.
     pub proxied: bool,
-    /// The TCP peer (forwarding mode and standalone only; in payload mode the peer is the host).
+    /// The TCP peer; used standalone only (behind the Functions host it is the host).
     pub peer: Option<IpAddr>,
     /// The `X-Webhook-Secret` header, when there is one.
     pub secret_header: Option<&'a str>,
