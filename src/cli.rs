@@ -11,6 +11,7 @@ const SETTINGS_HELP: &str = "\
 App settings (environment variables; docs/settings.md has every one in full):
   AmqpUrl                 amqps://<user>:<password>@<host>/<vhost> from the CloudAMQP details page
   AmqpExchange            exchange to publish to [default: e-conomic.direct]
+  AmqpManagementUrl       the management API, when not where AmqpUrl implies (https://host/, http://host:15672/)
   AmqpEndpoint            the HTTP publish URL, instead of the one AmqpUrl gives
   AmqpAuthHeader          base64(\"<user>:<password>\") (`handler auth-header`), instead of AmqpUrl's
   AmqpRoutingKey          [default: webhook]        AmqpAppId  [default: e-conomic-webhook-forwarder]

@@ -83,10 +83,7 @@ async fn the_packaged_handler_runs_when_unpacked_and_queues_a_webhook() {
     let unpacked = Unpacked(std::env::temp_dir().join(format!("functionapp-{}", uuid::Uuid::new_v4().simple())));
     run(Command::new("unzip").arg("-q").arg(&zip).arg("-d").arg(&unpacked.0));
     let host_json: Value = serde_json::from_slice(&std::fs::read(unpacked.0.join("host.json")).unwrap()).unwrap();
-    assert_eq!(
-        host_json["customHandler"]["description"]["defaultExecutablePath"],
-        "handler"
-    );
+    assert_shipped_host_json(&host_json);
     let binary = unpacked.0.join("handler");
 
     let topology = Topology::names();
@@ -109,4 +106,29 @@ async fn the_packaged_handler_runs_when_unpacked_and_queues_a_webhook() {
     assert_eq!(webhook.status(), 200);
     let queued = topology.take(1).await;
     assert_eq!(queued[0].body, b"old=101&new=101");
+}
+
+/// The host.json the package ships, value by value (docs/host-modes.md says
+/// why each is what it is).
+fn assert_shipped_host_json(host_json: &Value) {
+    let handler = &host_json["customHandler"];
+    assert_eq!(handler["description"]["defaultExecutablePath"], "handler");
+    // Proxying mode: the body byte for byte; a host without it falls back to
+    // payload mode, which the handler serves too.
+    assert_eq!(handler["enableProxyingHttpRequest"], true);
+    assert_eq!(handler["enableForwardingHttpRequest"], false);
+    assert_eq!(
+        host_json["extensions"]["http"],
+        json!({
+            "routePrefix": "api",
+            "maxConcurrentRequests": 128,
+            "maxOutstandingRequests": 256,
+            "dynamicThrottlesEnabled": false,
+        })
+    );
+    // Above the handler's own worst case (slot wait 5 s + publish deadline
+    // 30 s), below Consumption's 10-minute cap and Azure's 230 s cut.
+    assert_eq!(host_json["functionTimeout"], "00:02:00");
+    // HTTP is built into the host: no extension bundle to download.
+    assert!(host_json.get("extensionBundle").is_none(), "{host_json}");
 }

@@ -63,11 +63,20 @@ impl PublishEndpoint {
         })
     }
 
-    /// The publish endpoint of `exchange` on the broker `amqp_url` names.
+    /// The publish endpoint of `exchange` on the broker `amqp_url` names,
+    /// its management API where the URL implies it.
     pub fn from_amqp_url(amqp_url: &AmqpUrl, exchange: &str) -> Self {
-        let mut url = amqp_url.management_base();
+        Self::from_amqp_url_at(amqp_url, amqp_url.management_base(), exchange)
+    }
+
+    /// Like [`PublishEndpoint::from_amqp_url`], with the management API at
+    /// `base` (`AmqpManagementUrl`; a path in it, a reverse proxy's prefix, is kept).
+    pub fn from_amqp_url_at(amqp_url: &AmqpUrl, base: Url, exchange: &str) -> Self {
+        let mut url = base;
+        url.set_query(None);
+        url.set_fragment(None);
         if let Ok(mut path) = url.path_segments_mut() {
-            path.clear()
+            path.pop_if_empty()
                 .extend(["api", "exchanges", amqp_url.vhost(), exchange, "publish"]);
         }
         Self {
@@ -207,6 +216,21 @@ mod tests {
         assert_eq!(
             PublishEndpoint::from_amqp_url(&local, "e x").url.as_str(),
             "http://127.0.0.1:15672/api/exchanges/%2F/e%20x/publish"
+        );
+    }
+
+    #[test]
+    fn a_management_url_moves_the_endpoint_and_keeps_its_path_prefix() {
+        let local = AmqpUrl::parse("amqp://guest:guest@127.0.0.1:5673/").unwrap();
+        let base = Url::parse("http://127.0.0.1:15673/").unwrap();
+        assert_eq!(
+            PublishEndpoint::from_amqp_url_at(&local, base, "x").url.as_str(),
+            "http://127.0.0.1:15673/api/exchanges/%2F/x/publish"
+        );
+        let proxied = Url::parse("https://proxy.example/rabbitmq/").unwrap();
+        assert_eq!(
+            PublishEndpoint::from_amqp_url_at(&local, proxied, "x").url.as_str(),
+            "https://proxy.example/rabbitmq/api/exchanges/%2F/x/publish"
         );
     }
 

@@ -3,10 +3,13 @@
 //! exist, and a durable queue is bound for the routing key. Prints a
 //! checklist; succeeds only when a publish would be routed and persisted.
 
+use std::path::{Path, PathBuf};
+
 use crate::broker::management::ManagementApi;
 use crate::broker::management::wire::{BindingInfo, ExchangeInfo};
 use crate::broker::topology::{ExchangeKind, describe_queue};
 use crate::cli::CheckArgs;
+use crate::intake::host::mode::{HostMode, find_host_json};
 use crate::settings::names;
 use crate::settings::{BrokerSettings, Settings};
 
@@ -49,6 +52,7 @@ pub async fn run(args: CheckArgs) -> Result<(), CheckFailed> {
             return Err(CheckFailed("the settings do not parse".to_owned()));
         }
     };
+    check_host_mode(&mut list, &settings);
     let broker = &settings.broker;
     list.pass(&format!(
         "settings parse: publishing to exchange {:?} in vhost {:?} with routing key {:?} at {}",
@@ -74,6 +78,46 @@ pub async fn run(args: CheckArgs) -> Result<(), CheckFailed> {
             "{} problem(s) above; a publish would not be routed to a durable queue",
             list.failures.max(1)
         ))),
+    }
+}
+
+/// Which mode the app's host.json selects, and what that means for the
+/// bytes and for `AllowedSourceNetworks`. Warnings only: check is often run
+/// where no host.json is.
+fn check_host_mode(list: &mut Checklist, settings: &Settings) {
+    let app_root = std::env::var_os("FUNCTIONS_APP_ROOT_PATH").map(PathBuf::from);
+    let working_dir = std::env::current_dir().ok();
+    let exe_dir = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(Path::to_path_buf));
+    let Some(path) = find_host_json(app_root.as_deref(), working_dir.as_deref(), exe_dir.as_deref()) else {
+        list.warn("no host.json in FUNCTIONS_APP_ROOT_PATH, the working directory or beside handler: the host's mode is unknown here (the package ships proxying mode)");
+        return;
+    };
+    let mode = match std::fs::read_to_string(&path)
+        .map_err(|e| e.to_string())
+        .and_then(|text| HostMode::from_host_json(&text))
+    {
+        Ok(mode) => mode,
+        Err(problem) => {
+            list.warn(&format!("{} cannot be read as a host.json: {problem}", path.display()));
+            return;
+        }
+    };
+    let shown = path.display();
+    match mode {
+        HostMode::Proxying => list.pass(&format!("{shown}: {mode}: bodies reach the handler byte for byte")),
+        HostMode::Payload => list.warn(&format!(
+            "{shown}: {mode}: the host decodes text bodies as UTF-8 and drops chunked ones before the handler sees them; set \"enableProxyingHttpRequest\": true (docs/host-modes.md)"
+        )),
+        HostMode::LegacyForwarding => list.warn(&format!(
+            "{shown}: {mode}: the host drops chunked bodies and re-encodes the query; set \"enableProxyingHttpRequest\": true instead (docs/host-modes.md)"
+        )),
+    }
+    if settings.source_checks.allowed_networks.is_some() && mode == HostMode::Proxying {
+        list.warn(
+            "AllowedSourceNetworks in proxying mode: X-Forwarded-For holds only the host's own peer, so the handler checks the X-Client-IP header App Service's front end sets; that this header reaches Flex and Linux Consumption apps was not verified: send one webhook and look for \"no client address\" in the logs (docs/host-modes.md). The function key is the check that always holds.",
+        );
     }
 }
 

@@ -2,11 +2,17 @@
 //! and a shared secret. The Functions host's function key already guards the
 //! Azure deployment; these are for standalone deployments and defence in depth.
 //!
-//! The client address is the last `X-Forwarded-For` entry (the one Azure's
-//! front end appends; it may carry a port), or, without that header, the TCP
-//! peer. Earlier entries are whatever the client claimed, so they are ignored.
-//! Without a proxy that sets the header, a client can forge it: the
-//! allow-list only holds behind such a proxy (or with the TCP peer itself).
+//! Where the sender's address is (docs/host-modes.md has the evidence):
+//! - Behind the Functions host: `X-Client-IP` (or `Client-IP`, with a port),
+//!   which App Service's front end writes over any value the sender sent. In
+//!   proxying mode `X-Forwarded-For` is only the host's own TCP peer (YARP
+//!   sets it), so it is never used there; in payload and legacy forwarding
+//!   mode its last entry (the front end's) is the fallback.
+//! - Standalone: the last `X-Forwarded-For` entry (the one the proxy in front
+//!   appends; it may carry a port), or, without that header, the TCP peer.
+//!   Earlier entries are whatever the client claimed, so they are ignored.
+//!   Without a proxy that sets the header, a client can forge it: the
+//!   allow-list only holds behind such a proxy (or with the TCP peer itself).
 
 use std::net::IpAddr;
 
@@ -26,7 +32,12 @@ pub const SECRET_PARAM: &str = "secret";
 pub struct Caller<'a> {
     /// The `X-Forwarded-For` header, when there is one.
     pub forwarded_for: Option<&'a str>,
-    /// The TCP peer (forwarding mode and standalone only; in payload mode the peer is the host).
+    /// `X-Client-IP`, else `Client-IP`: the address App Service's front end saw.
+    pub front_end_client: Option<&'a str>,
+    /// Whether the host proxied the request (it carries `x-ms-invocation-id`):
+    /// then `X-Forwarded-For` holds the host's own peer, not the sender.
+    pub proxied: bool,
+    /// The TCP peer; used standalone only (behind the Functions host it is the host).
     pub peer: Option<IpAddr>,
     /// The `X-Webhook-Secret` header, when there is one.
     pub secret_header: Option<&'a str>,
@@ -37,9 +48,9 @@ pub struct Caller<'a> {
 /// Why a request was refused; the text is for the log, never the caller.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
-    /// No client address could be found.
-    #[error("no client address (no X-Forwarded-For header) to check against AllowedSourceNetworks")]
-    NoClientAddress,
+    /// No client address could be found; the text says where it was looked for.
+    #[error("no client address to check against AllowedSourceNetworks: {0}")]
+    NoClientAddress(&'static str),
     /// The client address is not in the allow-list.
     #[error("client address {0} is not in AllowedSourceNetworks")]
     SourceNotAllowed(IpAddr),
@@ -66,9 +77,10 @@ impl Admission {
         let SourceChecks {
             allowed_networks,
             shared_secret,
+            behind_functions_host,
         } = &self.0;
         if let Some(networks) = allowed_networks {
-            let address = client_address(caller).ok_or(Refusal::NoClientAddress)?;
+            let address = client_address(caller, *behind_functions_host)?;
             if !networks.iter().any(|net| net.contains(&address)) {
                 return Err(Refusal::SourceNotAllowed(address));
             }
@@ -106,12 +118,32 @@ fn same_secret(presented: &str, expected: &str) -> bool {
     a.as_slice().ct_eq(b.as_slice()).into()
 }
 
-/// The last `X-Forwarded-For` entry without its port, else the TCP peer.
-fn client_address(caller: &Caller<'_>) -> Option<IpAddr> {
-    match caller.forwarded_for {
-        Some(header) => parse_address(header.rsplit(',').next()?.trim()),
-        None => caller.peer,
+/// The sender's address, read where the module doc says.
+fn client_address(caller: &Caller<'_>, behind_functions_host: bool) -> Result<IpAddr, Refusal> {
+    if behind_functions_host {
+        if let Some(address) = caller.front_end_client.and_then(|value| parse_address(value.trim())) {
+            return Ok(address);
+        }
+        if caller.proxied {
+            return Err(Refusal::NoClientAddress(
+                "no X-Client-IP or Client-IP header from App Service's front end, and in proxying mode X-Forwarded-For is only the host's own peer",
+            ));
+        }
+        return last_forwarded(caller).ok_or(Refusal::NoClientAddress(
+            "no X-Client-IP, Client-IP or X-Forwarded-For header from App Service's front end",
+        ));
     }
+    match caller.forwarded_for {
+        Some(_) => last_forwarded(caller).ok_or(Refusal::NoClientAddress("X-Forwarded-For holds no address")),
+        None => caller
+            .peer
+            .ok_or(Refusal::NoClientAddress("no X-Forwarded-For header and no TCP peer")),
+    }
+}
+
+/// The last `X-Forwarded-For` entry without its port.
+fn last_forwarded(caller: &Caller<'_>) -> Option<IpAddr> {
+    parse_address(caller.forwarded_for?.rsplit(',').next()?.trim())
 }
 
 /// `1.2.3.4`, `1.2.3.4:5678`, `::1`, `[::1]:5678`.
@@ -141,14 +173,22 @@ mod tests {
     fn allow(list: &str) -> Admission {
         Admission::new(SourceChecks {
             allowed_networks: Some(parse_networks(list).unwrap()),
-            shared_secret: None,
+            ..SourceChecks::default()
+        })
+    }
+
+    fn allow_behind_host(list: &str) -> Admission {
+        Admission::new(SourceChecks {
+            allowed_networks: Some(parse_networks(list).unwrap()),
+            behind_functions_host: true,
+            ..SourceChecks::default()
         })
     }
 
     fn secret(value: &str) -> Admission {
         Admission::new(SourceChecks {
-            allowed_networks: None,
             shared_secret: Some(Secret::new(value)),
+            ..SourceChecks::default()
         })
     }
 
@@ -198,7 +238,60 @@ mod tests {
             ..Caller::default()
         };
         assert!(admission.check(&peer).is_ok());
-        assert_eq!(admission.check(&Caller::default()), Err(Refusal::NoClientAddress));
+        assert!(matches!(
+            admission.check(&Caller::default()),
+            Err(Refusal::NoClientAddress(_))
+        ));
+    }
+
+    #[test]
+    fn behind_the_host_the_front_ends_client_ip_wins_over_forwarded_for() {
+        let admission = allow_behind_host("e-conomic");
+        let forged = Caller {
+            forwarded_for: Some("54.72.52.167"),
+            front_end_client: Some("203.0.113.9"),
+            ..Caller::default()
+        };
+        assert_eq!(
+            admission.check(&forged),
+            Err(Refusal::SourceNotAllowed("203.0.113.9".parse().unwrap()))
+        );
+        let with_port = Caller {
+            front_end_client: Some("54.72.52.167:51234"),
+            ..Caller::default()
+        };
+        assert!(admission.check(&with_port).is_ok());
+    }
+
+    #[test]
+    fn proxied_the_hosts_forwarded_for_is_never_taken_for_the_sender() {
+        let admission = allow_behind_host("169.254.0.0/16");
+        let proxied = Caller {
+            forwarded_for: Some("169.254.129.1"),
+            proxied: true,
+            ..Caller::default()
+        };
+        assert!(matches!(admission.check(&proxied), Err(Refusal::NoClientAddress(_))));
+        let forwarded = Caller {
+            forwarded_for: Some("169.254.129.1"),
+            ..Caller::default()
+        };
+        assert!(
+            admission.check(&forwarded).is_ok(),
+            "payload and legacy modes fall back to it"
+        );
+    }
+
+    #[test]
+    fn behind_the_host_the_tcp_peer_is_never_the_sender() {
+        let peer = Caller {
+            peer: Some("127.0.0.1".parse().unwrap()),
+            ..Caller::default()
+        };
+        assert!(matches!(
+            allow_behind_host("127.0.0.1").check(&peer),
+            Err(Refusal::NoClientAddress(_))
+        ));
     }
 
     #[test]

@@ -109,9 +109,14 @@ async fn serve<F, R>(
 }
 
 /// Resolves on SIGTERM (the host, a container runtime) or SIGINT (Ctrl-C).
+/// A signal whose handler cannot be installed never fires (it must not
+/// count as a shutdown: that would exit 0 at once, see `commands::serve`).
 pub async fn shutdown_signal() {
     let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            warn!("cannot listen for Ctrl-C ({e}); SIGTERM still stops the handler");
+            std::future::pending::<()>().await;
+        }
     };
     #[cfg(unix)]
     let terminate = async {

@@ -107,8 +107,9 @@ fn judge(status: StatusCode, answer: &[u8], broker: &BrokerSettings) -> Result<(
             }),
             Err(_) => Err(PublishError::UnexpectedAnswer),
         },
-        // RabbitMQ 3.10 says "Access refused." when a vhost's connection
+        // RabbitMQ 3.10 and 4.0 say "Access refused." when a vhost's connection
         // limit stops the connection it publishes on: not a credentials problem.
+        // (3.10 says the same for an unknown vhost; 4.0 answers that 404.)
         401 if reason(answer).contains("Access refused") => Err(PublishError::ConnectionRefused {
             user: broker.credentials.user.clone(),
         }),
@@ -118,9 +119,17 @@ fn judge(status: StatusCode, answer: &[u8], broker: &BrokerSettings) -> Result<(
             setting: broker.credentials.setting,
         }),
         // RabbitMQ 3.10 answers an unknown exchange with 400 and the channel
-        // error "404 NOT_FOUND - no exchange ..."; newer ones with 404.
+        // error "404 NOT_FOUND - no exchange ..."; 4.0 with 404 "exchange_not_found".
         404 => Err(not_found()),
         400 if reason(answer).contains("NOT_FOUND") => Err(not_found()),
+        // RabbitMQ 4.2.9+ and 4.3.3+ stop waiting for the confirm after 30 s
+        // with 400 "confirm_timeout": the message may or may not be queued.
+        // Like our own attempt timeout, it is worth another attempt (a
+        // duplicate, with the same message_id, is better than a loss).
+        400 if reason(answer).contains("confirm_timeout") => Err(PublishError::Unavailable {
+            status: status.as_u16(),
+            reason: reason(answer),
+        }),
         429 | 500..=599 => Err(PublishError::Unavailable {
             status: status.as_u16(),
             reason: reason(answer),
@@ -210,6 +219,27 @@ mod tests {
     fn a_400_carrying_a_not_found_channel_error_is_not_found() {
         let answer = r#"{"error":"bad_request","reason":"404 NOT_FOUND - no exchange 'ex' in vhost '/'"}"#;
         assert!(matches!(judge_answer(400, answer), Err(PublishError::NotFound { .. })));
+    }
+
+    #[test]
+    fn rabbitmq_4_answers_are_judged_like_3_10s() {
+        // Copied from curl against RabbitMQ 4.0.5.
+        let answer = r#"{"error":"not_found","reason":"exchange_not_found"}"#;
+        assert!(matches!(judge_answer(404, answer), Err(PublishError::NotFound { .. })));
+        let answer = r#"{"error":"not_found","reason":"vhost_not_found"}"#;
+        assert!(matches!(judge_answer(404, answer), Err(PublishError::NotFound { .. })));
+        let answer = r#"{"error":"not_authorized","reason":"Not_Authorized"}"#;
+        assert!(matches!(
+            judge_answer(401, answer),
+            Err(PublishError::Unauthorized { .. })
+        ));
+    }
+
+    #[test]
+    fn a_confirm_timeout_is_worth_another_attempt() {
+        let answer = r#"{"error":"bad_request","reason":"confirm_timeout"}"#;
+        let err = judge_answer(400, answer).unwrap_err();
+        assert!(err.is_transient(), "{err:?}");
     }
 
     #[test]

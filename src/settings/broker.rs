@@ -56,10 +56,14 @@ impl BrokerSettings {
                 problem,
                 hint: ENDPOINT_HINT,
             })?,
-            (None, Some(amqp)) => PublishEndpoint::from_amqp_url(
-                amqp,
-                &get("AmqpExchange").unwrap_or_else(|| DEFAULT_EXCHANGE.to_owned()),
-            ),
+            (None, Some(amqp)) => {
+                let base = match get("AmqpManagementUrl") {
+                    Some(raw) => parse_management_url(&raw)?,
+                    None => amqp.management_base(),
+                };
+                let exchange = get("AmqpExchange").unwrap_or_else(|| DEFAULT_EXCHANGE.to_owned());
+                PublishEndpoint::from_amqp_url_at(amqp, base, &exchange)
+            }
             (None, None) => {
                 return Err(SettingsError::Missing {
                     name: "AmqpEndpoint",
@@ -92,6 +96,28 @@ impl BrokerSettings {
     }
 }
 
+/// Parses `AmqpManagementUrl`: where the management API is when it is not
+/// where `AmqpUrl` implies (a self-hosted broker with the API on another port,
+/// or behind a reverse proxy). Credentials come from `AmqpUrl`, never from here.
+fn parse_management_url(raw: &str) -> Result<url::Url, SettingsError> {
+    let invalid = |problem: String| SettingsError::Invalid {
+        name: "AmqpManagementUrl",
+        problem,
+        hint: "set it to the management API's base URL, e.g. http://127.0.0.1:15673/, or unset it",
+    };
+    let url = url::Url::parse(raw).map_err(|e| invalid(format!("not a URL ({e})")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(invalid(format!("scheme {:?} is not http or https", url.scheme())));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(invalid("it has no host".to_owned()));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(invalid("it contains credentials; they come from AmqpUrl".to_owned()));
+    }
+    Ok(url)
+}
+
 /// Parses `AmqpUrl`, naming the setting in the error.
 pub fn parse_amqp_url(raw: &str) -> Result<AmqpUrl, SettingsError> {
     AmqpUrl::parse(raw).map_err(|e| SettingsError::Invalid {
@@ -113,6 +139,10 @@ mod tests {
     fn broker(pairs: &[(&str, &str)]) -> Result<BrokerSettings, SettingsError> {
         let map: HashMap<&str, &str> = pairs.iter().copied().collect();
         BrokerSettings::from_lookup(&|name| map.get(name).map(|v| (*v).to_owned()))
+    }
+
+    fn endpoint_url(pairs: &[(&str, &str)]) -> String {
+        broker(pairs).unwrap().endpoint.url.to_string()
     }
 
     fn error_for(pairs: &[(&str, &str)]) -> String {
@@ -177,15 +207,30 @@ mod tests {
 
     #[test]
     fn amqp_exchange_names_the_exchange_of_the_derived_endpoint() {
-        let b = broker(&[
-            ("AmqpUrl", "amqp://guest:guest@127.0.0.1"),
-            ("AmqpExchange", "other.direct"),
-        ])
-        .unwrap();
         assert_eq!(
-            b.endpoint.url.as_str(),
+            endpoint_url(&[
+                ("AmqpUrl", "amqp://guest:guest@127.0.0.1"),
+                ("AmqpExchange", "other.direct"),
+            ]),
             "http://127.0.0.1:15672/api/exchanges/%2F/other.direct/publish"
         );
+    }
+
+    #[test]
+    fn amqp_management_url_says_where_the_api_of_an_amqp_url_is() {
+        assert_eq!(
+            endpoint_url(&[
+                ("AmqpUrl", "amqp://guest:guest@127.0.0.1:5673/"),
+                ("AmqpManagementUrl", "http://127.0.0.1:15673"),
+            ]),
+            "http://127.0.0.1:15673/api/exchanges/%2F/e-conomic.direct/publish"
+        );
+        let err = error_for(&[
+            ("AmqpUrl", "amqp://guest:guest@127.0.0.1/"),
+            ("AmqpManagementUrl", "http://u:s3cret@h/"),
+        ]);
+        assert!(err.contains("AmqpManagementUrl is invalid"), "{err}");
+        assert!(!err.contains("s3cret"), "{err}");
     }
 
     #[test]

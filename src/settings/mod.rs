@@ -109,6 +109,7 @@ impl Settings {
                         hint: "list addresses or networks separated by commas, e.g. e-conomic,10.0.0.0/8",
                     })?,
                 shared_secret: get("WebhookSecret").map(Secret::new),
+                behind_functions_host: get("FUNCTIONS_CUSTOMHANDLER_PORT").is_some(),
             },
         })
     }

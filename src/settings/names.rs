@@ -5,6 +5,7 @@
 /// Every app setting `handler` reads (the Functions host's own variables aside).
 pub const KNOWN: &[&str] = &[
     "AmqpUrl",
+    "AmqpManagementUrl",
     "AmqpEndpoint",
     "AmqpAuthHeader",
     "AmqpExchange",

@@ -24,6 +24,10 @@ pub struct SourceChecks {
     pub allowed_networks: Option<Vec<IpNet>>,
     /// The shared secret callers must present; `None` requires none.
     pub shared_secret: Option<Secret>,
+    /// Whether the Functions host started us (`FUNCTIONS_CUSTOMHANDLER_PORT`
+    /// is set): then the sender's address is in App Service's front-end
+    /// headers, and the TCP peer is the host itself.
+    pub behind_functions_host: bool,
 }
 
 impl SourceChecks {

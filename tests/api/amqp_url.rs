@@ -1,12 +1,12 @@
 //! The `AmqpUrl` setting: the URL from the CloudAMQP details page is all the
 //! handler needs; the seed's two settings still win when given.
 
-use test_support::broker::{GUEST_AUTH, Topology};
+use test_support::broker::{GUEST_AUTH, Topology, amqp_url_settings_for, management_url};
 use test_support::process::Served;
 use test_support::{AppSettings, assert_no_secret};
 
 fn amqp_url_settings(url: &str, exchange: &str) -> AppSettings {
-    AppSettings::new().with("AmqpUrl", url).with("AmqpExchange", exchange)
+    amqp_url_settings_for(url).with("AmqpExchange", exchange)
 }
 
 #[tokio::test]
@@ -28,7 +28,7 @@ async fn amqp_url_alone_is_enough_to_serve_and_publish() {
     assert!(
         app.process
             .output()
-            .contains("publish endpoint http://127.0.0.1:15672/api/exchanges/%2F/"),
+            .contains(&format!("publish endpoint {}/api/exchanges/%2F/", management_url())),
         "{}",
         app.process.output()
     );

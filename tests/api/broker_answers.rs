@@ -8,7 +8,7 @@ use serde_json::json;
 
 use test_support::AppSettings;
 use test_support::assert_no_secret;
-use test_support::broker::{GUEST_AUTH, MANAGEMENT, Topology, api_send, take_all_in};
+use test_support::broker::{GUEST_AUTH, Topology, api_send, management_url, take_all_in};
 use test_support::host::{caller_response, host_envelope};
 use test_support::process::Served;
 
@@ -48,7 +48,8 @@ async fn a_missing_exchange_is_retried_until_the_deadline_then_503_naming_it() {
     // Retried because a restarting broker says "not found" until it has
     // recovered its definitions.
     let endpoint = format!(
-        "{MANAGEMENT}/api/exchanges/%2F/no-such-exchange-{}/publish",
+        "{}/api/exchanges/%2F/no-such-exchange-{}/publish",
+        management_url(),
         uuid::Uuid::new_v4().simple()
     );
     let app = Served::start(&endpoint_settings(&endpoint).with("PublishDeadline", "1s")).await;
@@ -133,7 +134,7 @@ async fn a_vhost_connection_limit_is_waited_out_not_reported_as_bad_credentials(
         let status = api_send(method, &path, Some(&body)).await;
         assert!((200..300).contains(&status), "{path}: {status}");
     }
-    let endpoint = format!("{MANAGEMENT}/api/exchanges/{vhost}/ex/publish");
+    let endpoint = format!("{}/api/exchanges/{vhost}/ex/publish", management_url());
     let app = Served::start(&endpoint_settings(&endpoint).with("PublishConcurrency", "8")).await;
 
     let app = &app;

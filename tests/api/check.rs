@@ -140,7 +140,7 @@ async fn check_with_wrong_credentials_fails_without_printing_the_password() {
     assert!(!run.status.success());
     assert!(
         run.stdout
-            .contains("[FAIL] the broker refused the credentials of user \"guest\" (401 Login failed)"),
+            .contains("[FAIL] the broker refused the credentials of user \"guest\" (401 "),
         "{}",
         run.output()
     );
@@ -157,4 +157,72 @@ async fn check_reports_settings_that_do_not_parse() {
         "{}",
         run.output()
     );
+}
+
+/// A directory holding only `host_json` as host.json, removed at the end.
+struct AppRoot(std::path::PathBuf);
+
+impl AppRoot {
+    fn with_host_json(host_json: &serde_json::Value) -> Self {
+        let dir = std::env::temp_dir().join(format!("app-root-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("host.json"), host_json.to_string()).unwrap();
+        Self(dir)
+    }
+}
+
+impl Drop for AppRoot {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[tokio::test]
+async fn check_warns_that_the_allow_list_in_proxying_mode_rests_on_an_unverified_header() {
+    let names = Topology::names();
+    set_up(&names).await;
+    let root = AppRoot::with_host_json(&json!({"customHandler": {"enableProxyingHttpRequest": true}}));
+    let settings = names
+        .settings()
+        .with("AllowedSourceNetworks", "e-conomic")
+        .with("FUNCTIONS_APP_ROOT_PATH", root.0.display().to_string());
+
+    let run = run_to_end(&["check"], &settings, "").await;
+
+    assert!(
+        run.status.success(),
+        "warnings do not fail the check:\n{}",
+        run.output()
+    );
+    assert!(
+        run.stdout.contains("[ok]   ") && run.stdout.contains("proxying mode (enableProxyingHttpRequest)"),
+        "{}",
+        run.output()
+    );
+    assert!(
+        run.stdout
+            .contains("[warn] AllowedSourceNetworks in proxying mode: X-Forwarded-For holds only the host's own peer"),
+        "{}",
+        run.output()
+    );
+}
+
+#[tokio::test]
+async fn check_warns_about_a_host_json_in_payload_mode() {
+    let names = Topology::names();
+    set_up(&names).await;
+    let root = AppRoot::with_host_json(&json!({"version": "2.0", "customHandler": {"description": {}}}));
+    let settings = names
+        .settings()
+        .with("FUNCTIONS_APP_ROOT_PATH", root.0.display().to_string());
+
+    let run = run_to_end(&["check"], &settings, "").await;
+
+    assert!(run.status.success(), "{}", run.output());
+    assert!(
+        run.stdout.contains("payload mode") && run.stdout.contains("decodes text bodies as UTF-8"),
+        "{}",
+        run.output()
+    );
+    assert!(!run.stdout.contains("AllowedSourceNetworks"), "{}", run.output());
 }

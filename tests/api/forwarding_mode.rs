@@ -1,8 +1,11 @@
-//! Forwarding mode (and standalone): the caller's own request at `/api/WebhookForwarder`.
+//! The caller's own request at `/api/WebhookForwarder`: the route proxying
+//! mode, legacy forwarding mode and standalone use share. The legacy mode's
+//! own shape ([`test_support::host::HostClient::forward_legacy`]) at the end.
 
 use reqwest::Method;
 
 use test_support::broker::Topology;
+use test_support::host::CallerRequest;
 use test_support::{FUNCTION_KEY, assert_no_secret};
 
 use crate::app::spawn_app;
@@ -121,4 +124,43 @@ async fn health_answers_get_and_head() {
 
     assert_eq!(app.request(Method::GET, "/").send().await.unwrap().status(), 200);
     assert_eq!(app.request(Method::HEAD, "/").send().await.unwrap().status(), 200);
+}
+
+// ---- legacy forwarding mode (enableForwardingHttpRequest), as the host builds it ----
+
+#[tokio::test]
+async fn legacy_forwarding_queues_the_body_and_the_query_as_the_host_re_encoded_it() {
+    let topology = Topology::declare().await;
+    let app = spawn_app(&topology.settings()).await;
+    let caller = CallerRequest::post(
+        &format!("/api/WebhookForwarder?a=1&code={FUNCTION_KEY}&a=2&name=%C3%A6+x"),
+        "application/x-www-form-urlencoded",
+        b"old=101&new=101",
+    );
+
+    let response = app.forward_legacy(&caller, "inv-legacy").await;
+
+    assert_eq!(response.status(), 200);
+    let message = &topology.take(1).await[0];
+    assert_eq!(message.body, b"old=101&new=101");
+    assert_eq!(message.id(), "inv-legacy");
+    // Repeated keys comma-joined, re-escaped: not the caller's bytes.
+    assert_eq!(
+        message.header("x-http-query").as_deref(),
+        Some("a=1%2C2&name=%C3%A6%20x")
+    );
+}
+
+#[tokio::test]
+async fn legacy_forwarding_delivers_a_chunked_original_empty() {
+    let topology = Topology::declare().await;
+    let app = spawn_app(&topology.settings()).await;
+    let caller = CallerRequest::post("/api/WebhookForwarder", "text/plain", b"lost on the way").chunked();
+
+    let response = app.forward_legacy(&caller, "inv-legacy-chunked").await;
+
+    // What the host sends is queued; the host never sent the body
+    // (docs/host-modes.md: why the shipped host.json proxies instead).
+    assert_eq!(response.status(), 200);
+    assert!(topology.take(1).await[0].body.is_empty());
 }

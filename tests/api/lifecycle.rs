@@ -110,3 +110,67 @@ async fn a_mistyped_setting_gets_a_did_you_mean_warning() {
         "{output}"
     );
 }
+
+// ---- exit codes: the host restarts any exit but 0, and never restarts 0 ----
+
+#[tokio::test]
+async fn a_port_already_taken_exits_non_zero_so_the_host_restarts_it() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let topology = Topology::declare().await;
+    let settings = topology.settings().with("FUNCTIONS_CUSTOMHANDLER_PORT", port.as_str());
+
+    let Err((status, output)) = Served::start_with_args(&[], &settings).await else {
+        panic!("served on a port another socket holds")
+    };
+
+    assert_eq!(status.code(), Some(1), "{output}");
+    assert!(
+        output.contains("stderr: error: could not listen on 127.0.0.1:"),
+        "{output}"
+    );
+}
+
+#[tokio::test]
+async fn a_settings_error_exits_1_not_0() {
+    let Err((status, _)) = Served::start_with_args(&[], &AppSettings::new()).await else {
+        panic!("started without any broker setting")
+    };
+
+    assert_eq!(status.code(), Some(1));
+}
+
+/// The exit code of a serving handler sent `signal`, and what it printed.
+async fn exit_code_after(signal: &str) -> (Option<i32>, String) {
+    let topology = Topology::declare().await;
+    let mut app = Served::start(&topology.settings()).await;
+    app.process.signal(signal);
+    let status = app.process.wait_for_exit(Duration::from_secs(30)).await;
+    (status.code(), app.process.output())
+}
+
+#[tokio::test]
+async fn sigterm_exits_0() {
+    let (code, output) = exit_code_after("TERM").await;
+
+    assert_eq!(code, Some(0), "{output}");
+}
+
+#[tokio::test]
+async fn sigint_exits_0() {
+    let (code, output) = exit_code_after("INT").await;
+
+    assert_eq!(code, Some(0), "{output}");
+}
+
+#[tokio::test]
+async fn start_up_answers_get_slash_well_inside_the_hosts_30_second_window() {
+    let topology = Topology::declare().await;
+
+    let app = Served::start(&topology.settings()).await;
+
+    // Generous: the host waits 30 s (customHandler.initializationTimeout);
+    // measured here in tens of milliseconds (docs/host-modes.md).
+    eprintln!("start-up: spawn to first answered GET / in {:?}", app.ready_after);
+    assert!(app.ready_after < Duration::from_secs(10), "{:?}", app.ready_after);
+}

@@ -3,7 +3,7 @@
 use serde_json::json;
 
 use test_support::broker::Topology;
-use test_support::host::{caller_response, host_envelope};
+use test_support::host::{as_payload_mode_text, caller_response, host_envelope};
 use test_support::{FUNCTION_KEY, assert_no_secret};
 
 use crate::app::spawn_app;
@@ -190,4 +190,28 @@ async fn a_body_over_the_limit_is_413_inside_and_one_at_the_limit_is_queued() {
     assert_eq!(messages.len(), 1);
     assert_eq!(messages[0].body.len(), 1000);
     assert!(topology.take_all().await.is_empty());
+}
+
+#[tokio::test]
+async fn a_text_body_arrives_as_the_host_decoded_it_not_as_sent() {
+    let topology = Topology::declare().await;
+    let app = spawn_app(&topology.settings()).await;
+    // Latin-1 "ø" and a byte-order mark: the host decodes text bodies as
+    // UTF-8 before the handler sees them, so payload mode cannot be
+    // byte-exact (docs/host-modes.md); proxying mode is.
+    let sent = b"\xef\xbb\xbfname=S\xf8ren".to_vec();
+    let envelope = host_envelope(
+        "POST",
+        "",
+        Some("application/x-www-form-urlencoded; charset=iso-8859-1"),
+        &sent,
+    );
+
+    let (status, _, _) = caller_response(app.invoke("inv-latin1", &envelope).await).await;
+
+    assert_eq!(status, 200);
+    let queued = &topology.take(1).await[0].body;
+    assert_eq!(queued, "name=S\u{fffd}ren".as_bytes());
+    assert_eq!(queued, as_payload_mode_text(&sent).as_bytes());
+    assert_ne!(queued, &sent);
 }

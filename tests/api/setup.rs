@@ -7,13 +7,21 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use test_support::assert_no_secret;
-use test_support::broker::{MANAGEMENT, Topology, api_get, api_send, reject_one, return_to_queue};
+use test_support::broker::{Topology, api_get, api_send, management_url, reject_one, return_to_queue};
 use test_support::process::run_to_end;
 
 /// The exchange, queue and bindings under `names`, as the broker shows them.
 async fn snapshot(names: &Topology) -> Value {
     let (_, exchange) = api_get(&format!("exchanges/%2F/{}", names.exchange)).await;
-    let (_, queue) = api_get(&format!("queues/%2F/{}", names.queue)).await;
+    let (_, mut queue) = api_get(&format!("queues/%2F/{}", names.queue)).await;
+    // RabbitMQ 4 lists the queue type it defaulted to among the arguments
+    // ("x-queue-type": "classic"); 3.10 does not. The type is compared anyway.
+    let kind = queue["type"].clone();
+    if let Some(arguments) = queue["arguments"].as_object_mut()
+        && arguments.get("x-queue-type") == Some(&kind)
+    {
+        arguments.remove("x-queue-type");
+    }
     let (_, bindings) = api_get(&format!("exchanges/%2F/{}/bindings/source", names.exchange)).await;
     json!({
         "exchange": [exchange["type"], exchange["durable"], exchange["auto_delete"], exchange["internal"]],
@@ -134,7 +142,7 @@ async fn wrong_credentials_fail_clearly_without_printing_the_password() {
     assert!(!run.status.success());
     assert!(
         run.stderr
-            .contains("the broker refused the credentials of user \"guest\" (401 Login failed)"),
+            .contains("the broker refused the credentials of user \"guest\" (401 "),
         "{}",
         run.output()
     );
@@ -153,7 +161,11 @@ async fn wrong_credentials_in_amqp_url_are_not_printed_either() {
     let run = run_to_end(&["setup", "--queue", &names.queue], &settings, "").await;
 
     assert!(!run.status.success());
-    assert!(run.stderr.contains("401 Login failed"), "{}", run.output());
+    assert!(
+        run.stderr.contains("the user name or password is wrong"),
+        "{}",
+        run.output()
+    );
     assert!(
         run.stderr.contains("fix setting AmqpUrl"),
         "the message names the setting the password came from: {}",
@@ -169,7 +181,7 @@ async fn wrong_credentials_in_amqp_url_are_not_printed_either() {
 async fn an_unknown_vhost_is_named() {
     let names = Topology::names();
     let vhost = format!("no-such-vhost-{}", names.queue);
-    let endpoint = format!("{MANAGEMENT}/api/exchanges/{vhost}/{}/publish", names.exchange);
+    let endpoint = format!("{}/api/exchanges/{vhost}/{}/publish", management_url(), names.exchange);
     let settings = names.settings().with("AmqpEndpoint", endpoint);
 
     let run = run_to_end(&["setup", "--queue", &names.queue], &settings, "").await;

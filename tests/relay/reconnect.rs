@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use test_support::broker::{TestMessage, Topology, close_connections_named};
+use test_support::broker::{TestMessage, Topology, amqp_url_shown, close_connections_named};
 use test_support::process::Handler;
 use test_support::target::TestTarget;
 use test_support::target::{assert_each_arrived_with_distinct_attempts, wait_until_drained};
@@ -40,7 +40,7 @@ async fn a_connection_closed_mid_drain_is_reopened_and_nothing_is_lost() {
     assert!(queue.take_dead_letters().await.is_empty());
     let output = relay.output();
     assert!(
-        output.contains("lost the connection to amqp://guest:***@127.0.0.1:5672/%2F"),
+        output.contains(&format!("lost the connection to {}", amqp_url_shown())),
         "{output}"
     );
 }

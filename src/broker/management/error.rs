@@ -1,6 +1,7 @@
 //! Why a management API call failed, worded so the operator knows what to
 //! fix. RabbitMQ answers most problems with 401, 404 or 400 and a `reason`;
-//! the reason tells the cases apart (texts measured on RabbitMQ 3.10.8).
+//! the reason tells the cases apart. Texts measured on RabbitMQ 3.10.8 and
+//! 4.0.5; where they differ both are matched (docs/rabbitmq-versions.md).
 
 use std::time::Duration;
 
@@ -13,13 +14,15 @@ use crate::broker::http::{BadAuthHeader, reason};
 /// Never holds the password or the auth header: only names.
 #[derive(Debug, thiserror::Error)]
 pub enum ManagementError {
-    /// 401 "Login failed": wrong user name or password.
+    /// 401 "Login failed" (3.x) or "Not_Authorized" (4.x): wrong user name or password.
     #[error(
-        "the broker refused the credentials of user {user:?} (401 Login failed): the user name or password is wrong; fix setting {setting}"
+        "the broker refused the credentials of user {user:?} (401 {reason}): the user name or password is wrong; fix setting {setting}"
     )]
     WrongCredentials {
         /// The user that tried.
         user: String,
+        /// The broker's reason.
+        reason: String,
         /// The setting the credentials came from.
         setting: &'static str,
     },
@@ -131,8 +134,10 @@ pub(super) fn failure(request: &Request<'_>, status: StatusCode, answer: &[u8]) 
     let user = request.user.to_owned();
     let vhost = request.vhost.to_owned();
     match status.as_u16() {
-        401 if lower.contains("login failed") => ManagementError::WrongCredentials {
+        // 3.10.8 says "Login failed"; 4.0.5 says "Not_Authorized" for the same.
+        401 if lower.contains("login failed") || lower == "not_authorized" => ManagementError::WrongCredentials {
             user,
+            reason,
             setting: request.credentials_setting,
         },
         401 if lower.contains("not management user") => ManagementError::NotManagementUser { user },
@@ -175,14 +180,21 @@ mod tests {
         failure(&request, StatusCode::from_u16(status).unwrap(), answer.as_bytes())
     }
 
-    // The answers below are RabbitMQ 3.10.8's, copied from curl.
+    // The answers below are RabbitMQ 3.10.8's, copied from curl, and 4.0.5's where it differs.
 
     #[test]
     fn login_failed_is_wrong_credentials() {
         let e = failure_for(401, r#"{"error":"not_authorized","reason":"Login failed"}"#);
         assert!(matches!(e, ManagementError::WrongCredentials { .. }), "{e:?}");
-        assert!(e.to_string().contains("user \"u\""), "{e}");
+        assert!(e.to_string().contains("user \"u\" (401 Login failed)"), "{e}");
         assert!(e.to_string().ends_with("fix setting AmqpUrl"), "{e}");
+    }
+
+    #[test]
+    fn rabbitmq_4s_not_authorized_is_wrong_credentials_too() {
+        let e = failure_for(401, r#"{"error":"not_authorized","reason":"Not_Authorized"}"#);
+        assert!(matches!(e, ManagementError::WrongCredentials { .. }), "{e:?}");
+        assert!(e.to_string().contains("the user name or password is wrong"), "{e}");
     }
 
     #[test]

@@ -1,6 +1,7 @@
-//! Forwarding mode (`enableForwardingHttpRequest: true`) and standalone use:
-//! the caller's own request arrives at `/api/WebhookForwarder` and our
-//! response goes back to it as it is.
+//! The caller's own request at `/api/WebhookForwarder`, and our response
+//! back to it as it is: the host's proxying mode (`enableProxyingHttpRequest`,
+//! the shipped host.json), its legacy forwarding mode
+//! (`enableForwardingHttpRequest`), and standalone use.
 
 use std::sync::Arc;
 
@@ -14,7 +15,7 @@ use super::reply::CallerReply;
 use crate::intake::admission::{Caller, SECRET_HEADER};
 use crate::intake::error::ForwardError;
 use crate::intake::forward::Forwarder;
-use crate::intake::host::INVOCATION_ID_HEADER;
+use crate::intake::host::{FRONT_END_CLIENT_HEADERS, INVOCATION_ID_HEADER, PROXY_INVOCATION_ID_HEADER};
 use crate::intake::server::PeerAddr;
 use crate::webhook::{self, Webhook};
 
@@ -62,6 +63,8 @@ where
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let caller = Caller {
         forwarded_for: header("x-forwarded-for"),
+        front_end_client: FRONT_END_CLIENT_HEADERS.into_iter().find_map(header),
+        proxied: headers.contains_key(PROXY_INVOCATION_ID_HEADER),
         peer: peer.map(|PeerAddr(addr)| addr.ip()),
         secret_header: header(SECRET_HEADER),
         query: &webhook.query,

@@ -1,6 +1,8 @@
-//! Payload mode (`enableForwardingHttpRequest: false`, the shipped host.json):
-//! the host POSTs `/WebhookForwarder` with the invocation JSON, usually
-//! chunked, and always expects HTTP 200 with the caller's status inside.
+//! Payload mode (neither `enableProxyingHttpRequest` nor
+//! `enableForwardingHttpRequest`; also what a host too old for proxying falls
+//! back to with the shipped host.json): the host POSTs `/WebhookForwarder`
+//! with the invocation JSON, usually chunked, and always expects HTTP 200
+//! with the caller's status inside.
 
 use std::sync::Arc;
 
@@ -15,8 +17,8 @@ use super::reply::CallerReply;
 use crate::intake::admission::{Caller, SECRET_HEADER};
 use crate::intake::error::ForwardError;
 use crate::intake::forward::Forwarder;
-use crate::intake::host::INVOCATION_ID_HEADER;
 use crate::intake::host::invocation::InvocationRequest;
+use crate::intake::host::{FRONT_END_CLIENT_HEADERS, INVOCATION_ID_HEADER};
 
 /// Handles one invocation from the host.
 pub async fn invoke<S, B>(forwarder: Arc<Forwarder>, headers: HeaderMap, body: S) -> Response
@@ -41,10 +43,19 @@ where
         let request = request.data.req;
         // Read before the request is consumed: the source checks need them.
         let forwarded_for = request.header("x-forwarded-for").map(str::to_owned);
+        let front_end_client = FRONT_END_CLIENT_HEADERS
+            .into_iter()
+            .find_map(|name| request.header(name))
+            .map(str::to_owned);
         let secret_header = request.header(SECRET_HEADER).map(str::to_owned);
-        Ok((request.into_webhook(invocation_id)?, forwarded_for, secret_header))
+        let seen = Seen {
+            forwarded_for,
+            front_end_client,
+            secret_header,
+        };
+        Ok((request.into_webhook(invocation_id)?, seen))
     });
-    let (webhook, forwarded_for, secret_header) = match parsed {
+    let (webhook, seen) = match parsed {
         Ok(parsed) => parsed,
         Err(malformed) => {
             let malformed = ForwardError::BadInvocation(malformed.0);
@@ -52,10 +63,12 @@ where
         }
     };
     let caller = Caller {
-        forwarded_for: forwarded_for.as_deref(),
-        // The TCP peer is the host itself; the client is in X-Forwarded-For.
+        forwarded_for: seen.forwarded_for.as_deref(),
+        front_end_client: seen.front_end_client.as_deref(),
+        proxied: false,
+        // The TCP peer is the host itself; the sender is in the headers it copied.
         peer: None,
-        secret_header: secret_header.as_deref(),
+        secret_header: seen.secret_header.as_deref(),
         query: &webhook.query,
     };
     let outcome = forwarder.forward(&webhook, &caller).await;
@@ -82,4 +95,11 @@ fn answer_host(http_status: StatusCode, failure: &ForwardError, invocation_id: O
 fn host_response(http_status: StatusCode, reply: CallerReply, logs: Vec<String>) -> Response {
     let invocation = reply.into_invocation(logs);
     warp::reply::with_status(warp::reply::json(&invocation), http_status).into_response()
+}
+
+/// The caller's headers the source checks need, read before the request is consumed.
+struct Seen {
+    forwarded_for: Option<String>,
+    front_end_client: Option<String>,
+    secret_header: Option<String>,
 }

@@ -11,10 +11,74 @@ use serde_json::{Map, Value, json};
 
 use crate::AppSettings;
 
-/// The local broker's management API (the test command enables it).
-pub const MANAGEMENT: &str = "http://127.0.0.1:15672";
-/// The local broker over AMQP, as `guest`.
-pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2F";
+// ---- which local broker ----------------------------------------------------------
+// The test command runs the black-box suite twice: against the machine's
+// RabbitMQ 3.10.8 (5672/15672, the defaults) and against 4.x from
+// scripts/broker4-up (TEST_RABBITMQ_AMQP_PORT=5673 and
+// TEST_RABBITMQ_MANAGEMENT_PORT=15673). Everything here that names the broker
+// goes through these functions.
+
+/// The broker's AMQP port: `TEST_RABBITMQ_AMQP_PORT`, default 5672.
+pub fn amqp_port() -> u16 {
+    port_from_env("TEST_RABBITMQ_AMQP_PORT", 5672)
+}
+
+/// The broker's management API port: `TEST_RABBITMQ_MANAGEMENT_PORT`, default 15672.
+pub fn management_port() -> u16 {
+    port_from_env("TEST_RABBITMQ_MANAGEMENT_PORT", 15672)
+}
+
+/// The local broker's management API (the test command enables it): `http://127.0.0.1:<port>`.
+pub fn management_url() -> String {
+    format!("http://127.0.0.1:{}", management_port())
+}
+
+/// The local broker over AMQP, as `guest`, default vhost.
+pub fn amqp_url() -> String {
+    format!("amqp://guest:guest@127.0.0.1:{}/%2F", amqp_port())
+}
+
+/// `AmqpUrl` set to `url` (written for the default ports, e.g.
+/// `amqp://user:password@127.0.0.1/`), moved to the broker under test: its
+/// AMQP port put in, and `AmqpManagementUrl` set when the API is not on 15672.
+/// A URL that does not parse (a test of bad input) is passed on as it is.
+pub fn amqp_url_settings_for(url: &str) -> AppSettings {
+    let mut settings = AppSettings::new();
+    if management_port() != 15672 {
+        settings = settings.with("AmqpManagementUrl", management_url());
+    }
+    let moved = url::Url::parse(url).ok().and_then(|mut parsed| {
+        (amqp_port() != 5672 && parsed.set_port(Some(amqp_port())).is_ok()).then(|| parsed.to_string())
+    });
+    settings.with("AmqpUrl", moved.unwrap_or_else(|| url.to_owned()))
+}
+
+/// [`amqp_url`] as the product prints it, the password replaced by `***`.
+pub fn amqp_url_shown() -> String {
+    format!("amqp://guest:***@127.0.0.1:{}/%2F", amqp_port())
+}
+
+/// The `rabbitmqctl` command of the broker under test: `TEST_RABBITMQCTL`
+/// (split at spaces, e.g. `/path/scripts/broker4-up ctl`), default `rabbitmqctl`.
+pub fn rabbitmqctl_command() -> Vec<String> {
+    std::env::var("TEST_RABBITMQCTL")
+        .ok()
+        .filter(|command| !command.trim().is_empty())
+        .map_or_else(
+            || vec!["rabbitmqctl".to_owned()],
+            |command| command.split_whitespace().map(str::to_owned).collect(),
+        )
+}
+
+fn port_from_env(name: &str, default: u16) -> u16 {
+    match std::env::var(name) {
+        Ok(port) => port
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={port:?} is not a port number")),
+        Err(_) => default,
+    }
+}
 /// `AmqpAuthHeader` of the local broker's `guest` user: base64 of `guest:guest`.
 pub const GUEST_AUTH: &str = "Z3Vlc3Q6Z3Vlc3Q=";
 
@@ -33,7 +97,7 @@ fn management() -> reqwest::Client {
 /// `GET /api/{path}` as guest: the status and the JSON (null if none).
 pub async fn api_get(path: &str) -> (u16, Value) {
     let response = management()
-        .get(format!("{MANAGEMENT}/api/{path}"))
+        .get(format!("{}/api/{path}", management_url()))
         .basic_auth("guest", Some("guest"))
         .send()
         .await
@@ -45,7 +109,7 @@ pub async fn api_get(path: &str) -> (u16, Value) {
 /// `{method} /api/{path}` as guest, with a JSON body if given: the status.
 pub async fn api_send(method: reqwest::Method, path: &str, body: Option<&Value>) -> u16 {
     let mut request = management()
-        .request(method, format!("{MANAGEMENT}/api/{path}"))
+        .request(method, format!("{}/api/{path}", management_url()))
         .basic_auth("guest", Some("guest"));
     if let Some(body) = body {
         request = request.json(body);
@@ -90,7 +154,7 @@ pub async fn close_connections_named(connection_name: &str) -> usize {
         let names = connections_named(connection_name).await;
         for name in &names {
             let response = management()
-                .delete(format!("{MANAGEMENT}/api/connections/{}", encoded(name)))
+                .delete(format!("{}/api/connections/{}", management_url(), encoded(name)))
                 .basic_auth("guest", Some("guest"))
                 .header("X-Reason", "test: connection lost")
                 .send()
@@ -167,7 +231,9 @@ impl Drop for BrokerOutage {
 }
 
 fn rabbitmqctl(command: &str) -> Result<(), String> {
-    let status = std::process::Command::new("rabbitmqctl")
+    let program = rabbitmqctl_command();
+    let status = std::process::Command::new(&program[0])
+        .args(&program[1..])
         .args(["-q", command])
         .status()
         .map_err(|e| e.to_string())?;
@@ -267,7 +333,11 @@ impl Topology {
 
     /// The HTTP publish endpoint of the exchange.
     pub fn endpoint(&self) -> String {
-        format!("{MANAGEMENT}/api/exchanges/%2F/{}/publish", encoded(&self.exchange))
+        format!(
+            "{}/api/exchanges/%2F/{}/publish",
+            management_url(),
+            encoded(&self.exchange)
+        )
     }
 
     /// The seed's two settings for the local broker and this exchange.
@@ -278,11 +348,10 @@ impl Topology {
     }
 
     /// `AmqpUrl` (written as the README writes it: no port, no vhost) and
-    /// `AmqpExchange` for the local broker and this exchange.
+    /// `AmqpExchange` for the local broker and this exchange; for a broker on
+    /// other ports (4.x), the port and `AmqpManagementUrl` too.
     pub fn amqp_url_settings(&self) -> AppSettings {
-        AppSettings::new()
-            .with("AmqpUrl", "amqp://guest:guest@127.0.0.1/")
-            .with("AmqpExchange", self.exchange.clone())
+        amqp_url_settings_for("amqp://guest:guest@127.0.0.1/").with("AmqpExchange", self.exchange.clone())
     }
 
     /// Publishes `messages` persistent straight to the queue, in order, and
@@ -457,7 +526,7 @@ impl QueuedMessage {
 /// A fresh connection; tests open one per call so that a broker restart
 /// never leaves them holding a dead one.
 pub async fn connect() -> Connection {
-    Connection::connect(AMQP_URL, ConnectionProperties::default())
+    Connection::connect(&amqp_url(), ConnectionProperties::default())
         .await
         .expect(UNREACHABLE)
 }
@@ -467,7 +536,7 @@ async fn channel() -> (Connection, Channel) {
 }
 
 async fn channel_in(vhost: &str) -> (Connection, Channel) {
-    let url = format!("amqp://guest:guest@127.0.0.1:5672/{}", encoded(vhost));
+    let url = format!("amqp://guest:guest@127.0.0.1:{}/{}", amqp_port(), encoded(vhost));
     let connection = Connection::connect(&url, ConnectionProperties::default())
         .await
         .expect(UNREACHABLE);

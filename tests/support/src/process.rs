@@ -13,7 +13,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 
 use crate::AppSettings;
-use crate::broker::{AMQP_URL, Topology};
+use crate::broker::{Topology, amqp_url};
 use crate::host::HostClient;
 
 /// The `handler` binary cargo built beside the running test or benchmark
@@ -59,7 +59,7 @@ impl Handler {
             "1s",
         ];
         args.extend_from_slice(extra);
-        Self::spawn(&args, &AppSettings::new().with("AmqpUrl", AMQP_URL), "info")
+        Self::spawn(&args, &AppSettings::new().with("AmqpUrl", amqp_url()), "info")
     }
 
     /// Like [`Handler::spawn`], for another copy of the binary (the package test's).
@@ -242,6 +242,9 @@ pub struct Served {
     pub process: Handler,
     /// Where it listens.
     pub addr: SocketAddr,
+    /// From spawning the process to its first answer to `GET /`: what the
+    /// host's `customHandler.initializationTimeout` (30 s) bounds.
+    pub ready_after: Duration,
     host: HostClient,
 }
 
@@ -273,8 +276,26 @@ impl Served {
         for (name, value) in settings.pairs() {
             environment = environment.with(name, value);
         }
+        Self::spawn_and_wait(program, args, &environment).await
+    }
+
+    /// Starts `handler` standalone, as an operator runs it outside Azure: none
+    /// of the host's variables, `ListenAddress` 127.0.0.1 on port 0.
+    pub async fn start_standalone(settings: &AppSettings) -> Self {
+        let environment = settings.clone().with("ListenAddress", "127.0.0.1:0");
+        Self::spawn_and_wait(&handler_binary(), &[], &environment)
+            .await
+            .unwrap_or_else(|(status, output)| panic!("handler exited with {status} at start-up:\n{output}"))
+    }
+
+    async fn spawn_and_wait(
+        program: &Path,
+        args: &[&str],
+        environment: &AppSettings,
+    ) -> Result<Self, (ExitStatus, String)> {
         // Debug logs: the secret checks must see everything the handler can print.
-        let mut process = Handler::spawn_program(program, args, &environment, "debug");
+        let spawned = Instant::now();
+        let mut process = Handler::spawn_program(program, args, environment, "debug");
         let deadline = Instant::now() + Duration::from_secs(10);
         let addr = loop {
             if let Some(addr) = bound_address(&process.output()) {
@@ -293,7 +314,12 @@ impl Served {
         };
         let host = HostClient::new(addr);
         host.wait_until_ready().await;
-        Ok(Self { process, addr, host })
+        Ok(Self {
+            process,
+            addr,
+            ready_after: spawned.elapsed(),
+            host,
+        })
     }
 }
 
