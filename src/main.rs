@@ -11,14 +11,7 @@ use webhook_forwarder::{commands, telemetry};
 #[tokio::main]
 async fn main() -> ExitCode {
     let command = Cli::parse().command.unwrap_or(Command::Serve);
-    if matches!(command, Command::Relay(_)) {
-        // The AMQP client logs every closed channel as an error, even the
-        // relay's deliberate probes; each of its failures reaches the relay
-        // as a result, which logs it with context. RUST_LOG shows them all.
-        telemetry::init_with_default("info,lapin=off");
-    } else {
-        telemetry::init();
-    }
+    telemetry::init();
     match command {
         Command::Serve => exit_code(commands::serve::run().await),
         Command::Setup(args) => exit_code(commands::setup::run(args).await),

@@ -3,9 +3,15 @@
 
 use tracing_subscriber::EnvFilter;
 
-/// Installs the subscriber once; `RUST_LOG` overrides the default `info`.
+/// The AMQP client logs every closed channel and lost connection as an
+/// error, even deliberate ones; each of its failures reaches our code as a
+/// result, which logs it with context and the password taken out. So it is
+/// quiet unless `RUST_LOG` asks for it.
+pub const DEFAULT_FILTER: &str = "info,lapin=off";
+
+/// Installs the subscriber once; `RUST_LOG` overrides [`DEFAULT_FILTER`].
 pub fn init() {
-    init_with_default("info");
+    init_with_default(DEFAULT_FILTER);
 }
 
 /// Installs the subscriber once; `RUST_LOG` overrides `default`, a filter

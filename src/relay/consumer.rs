@@ -11,13 +11,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use backon::{BackoffBuilder, ExponentialBuilder};
 use futures_util::StreamExt;
 use lapin::options::{
     BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, ExchangeDeclareOptions, QueueDeclareOptions,
 };
 use lapin::types::FieldTable;
-use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
+use lapin::{Channel, Connection, ExchangeKind};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
@@ -27,10 +26,10 @@ use super::RelayError;
 use super::dead_letter::{DeadLetters, is_not_found};
 use super::options::RelayOptions;
 use super::worker::{self, Shared};
+use crate::broker;
+use crate::broker::amqp::reconnect_delays;
 use crate::broker::topology::dead_letter_name;
 
-/// How long one connection attempt may take (TCP, TLS and the AMQP handshake).
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long closing the connection may take at the end.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Consumer tag, shown in the management UI.
@@ -70,17 +69,6 @@ pub async fn consume(options: &RelayOptions, shared: Arc<Shared>, stop: Cancella
     }
 }
 
-/// 200 ms doubling to 5 s, with jitter, forever: a broker restart takes
-/// seconds, and a relay that gave up would need a person to restart it.
-fn reconnect_delays() -> impl Iterator<Item = Duration> {
-    ExponentialBuilder::new()
-        .with_min_delay(Duration::from_millis(200))
-        .with_max_delay(Duration::from_secs(5))
-        .with_jitter()
-        .without_max_times()
-        .build()
-}
-
 /// How a session ended.
 enum Ended {
     /// `stop` fired; in-flight deliveries were drained.
@@ -103,18 +91,7 @@ impl Session {
         let amqp = |source: lapin::Error| RelayError::from_amqp(url, &source);
         // Named after the queue, so the management UI tells relays apart.
         let name = format!("webhook-relay: {}", options.queue);
-        let properties = ConnectionProperties::default().with_connection_name(name.into());
-        let uri = url.lapin_uri()?;
-        let connection = match tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect_uri(uri, properties)).await {
-            Ok(Ok(connection)) => Arc::new(connection),
-            Ok(Err(source)) => return Err(amqp(source)),
-            Err(_) => {
-                return Err(RelayError::ConnectTimeout {
-                    url: url.to_string(),
-                    after: CONNECT_TIMEOUT,
-                });
-            }
-        };
+        let connection = Arc::new(broker::amqp::connect(url, &name).await?);
         let channel = connection.create_channel().await.map_err(amqp)?;
         channel
             .basic_qos(options.concurrency, BasicQosOptions::default())
