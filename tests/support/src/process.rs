@@ -242,6 +242,8 @@ pub struct Served {
     pub process: Handler,
     /// Where it listens.
     pub addr: SocketAddr,
+    /// From spawning the process to its first answer to `GET /`.
+    pub ready_after: Duration,
     host: HostClient,
 }
 
@@ -249,6 +251,14 @@ impl Served {
     /// Starts `handler` serving with `settings`; panics if it exits instead.
     pub async fn start(settings: &AppSettings) -> Self {
         Self::start_with_args(&[], settings)
+            .await
+            .unwrap_or_else(|(status, output)| panic!("handler exited with {status} at start-up:\n{output}"))
+    }
+
+    /// Like [`Served::start`] with `RUST_LOG=<log>` instead of `debug`: for
+    /// benchmarks, where a debug line per webhook would cost CPU and memory.
+    pub async fn start_logging(settings: &AppSettings, log: &str) -> Self {
+        Self::launch(&handler_binary(), &[], settings, log)
             .await
             .unwrap_or_else(|(status, output)| panic!("handler exited with {status} at start-up:\n{output}"))
     }
@@ -264,6 +274,17 @@ impl Served {
         args: &[&str],
         settings: &AppSettings,
     ) -> Result<Self, (ExitStatus, String)> {
+        // Debug logs: the secret checks must see everything the handler can print.
+        Self::launch(program, args, settings, "debug").await
+    }
+
+    async fn launch(
+        program: &Path,
+        args: &[&str],
+        settings: &AppSettings,
+        log: &str,
+    ) -> Result<Self, (ExitStatus, String)> {
+        let spawned = Instant::now();
         let app_root = program.parent().map(|p| p.display().to_string()).unwrap_or_default();
         let mut environment = AppSettings::new()
             .with("FUNCTIONS_CUSTOMHANDLER_PORT", "0")
@@ -273,8 +294,7 @@ impl Served {
         for (name, value) in settings.pairs() {
             environment = environment.with(name, value);
         }
-        // Debug logs: the secret checks must see everything the handler can print.
-        let mut process = Handler::spawn_program(program, args, &environment, "debug");
+        let mut process = Handler::spawn_program(program, args, &environment, log);
         let deadline = Instant::now() + Duration::from_secs(10);
         let addr = loop {
             if let Some(addr) = bound_address(&process.output()) {
@@ -293,7 +313,12 @@ impl Served {
         };
         let host = HostClient::new(addr);
         host.wait_until_ready().await;
-        Ok(Self { process, addr, host })
+        Ok(Self {
+            process,
+            addr,
+            ready_after: spawned.elapsed(),
+            host,
+        })
     }
 }
 

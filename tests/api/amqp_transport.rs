@@ -1,0 +1,305 @@
+//! `PublishTransport=amqp` against the real broker: the same message as the
+//! HTTP transport, a 2xx only after the broker's ack, unroutable and refused
+//! messages answered 5xx, one connection however busy, a broker that is not
+//! there yet at start-up, and no secret anywhere.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use test_support::AppSettings;
+use test_support::assert_no_secret;
+use test_support::broker::{Topology, channels_of, connections_named};
+use test_support::host::{HostClient, caller_response, host_envelope};
+use test_support::network::LateBroker;
+use test_support::process::Served;
+
+const PASSWORD: &str = "Wr0ng-amqp-Pa55word";
+
+/// `properties` without `timestamp`, which is the publishing second.
+fn without_timestamp(properties: &Value) -> Value {
+    let mut properties = properties.clone();
+    properties.as_object_mut().unwrap().remove("timestamp");
+    properties
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// The "not queued" reason the handler logged, without the message id.
+fn not_queued_reason(output: &str) -> String {
+    let line = output
+        .lines()
+        .find(|l| l.contains("not queued"))
+        .unwrap_or_else(|| panic!("no \"not queued\" line in:\n{output}"));
+    let reason = line.split_once("error=").map_or(line, |(_, rest)| rest);
+    reason.split(" message_id=").next().unwrap_or(reason).to_owned()
+}
+
+#[tokio::test]
+async fn both_transports_queue_the_same_message() {
+    let topology = Topology::declare().await;
+    let over_http = Served::start(&topology.settings()).await;
+    let over_amqp = Served::start(&topology.amqp_transport_settings()).await;
+    let long_type = format!("text/plain; profile={}", "x".repeat(300));
+    let webhooks = [
+        (Some("application/x-www-form-urlencoded"), b"old=101&new=102".to_vec()),
+        (Some("application/octet-stream"), (0..=255u8).rev().collect()),
+        (
+            Some(long_type.as_str()),
+            "øre=1&navn=Smørrebrød\0\"".as_bytes().to_vec(),
+        ),
+        (None, Vec::new()),
+    ];
+
+    for (i, (content_type, body)) in webhooks.iter().enumerate() {
+        let invocation_id = format!("inv-same-{i}-{}", uuid::Uuid::new_v4().simple());
+        let envelope = host_envelope("POST", "type=product&code=k", *content_type, body);
+        let mut queued = Vec::new();
+        for app in [&over_http, &over_amqp] {
+            let (status, _, _) = caller_response(app.invoke(&invocation_id, &envelope).await).await;
+            assert_eq!(status, 200, "{content_type:?}");
+            queued.extend(topology.take(1).await);
+        }
+
+        let [http, amqp] = queued.as_slice() else {
+            panic!("expected one message per transport, got {queued:?}")
+        };
+        assert_eq!(http.body, *body, "{content_type:?}");
+        assert_eq!(amqp.body, http.body, "{content_type:?}: the body byte for byte");
+        assert_eq!(amqp.routing_key, http.routing_key);
+        assert_eq!(
+            without_timestamp(&amqp.properties),
+            without_timestamp(&http.properties),
+            "{content_type:?}: the same properties and headers"
+        );
+        assert_eq!(amqp.properties["delivery_mode"], 2);
+        assert_eq!(amqp.properties["message_id"], invocation_id.as_str());
+        assert_eq!(amqp.properties["app_id"], "e-conomic-webhook-forwarder");
+        for message in [http, amqp] {
+            let timestamp = message.properties["timestamp"].as_u64().unwrap();
+            assert!(
+                timestamp.abs_diff(unix_now()) < 300,
+                "timestamp {timestamp} is not about now"
+            );
+        }
+    }
+    assert!(
+        topology.take_all().await.is_empty(),
+        "each webhook was queued once per transport"
+    );
+}
+
+#[tokio::test]
+async fn an_unroutable_webhook_is_502_with_the_same_log_line_as_routed_false() {
+    let topology = Topology::unbound().await;
+    let over_http = Served::start(&topology.settings()).await;
+    let over_amqp = Served::start(&topology.amqp_transport_settings()).await;
+
+    let mut reasons = Vec::new();
+    for app in [&over_http, &over_amqp] {
+        let response = app.forward("/api/WebhookForwarder", "text/plain", b"dropped").await;
+        assert_eq!(response.status(), 502);
+        assert!(!response.headers().contains_key("retry-after"));
+        reasons.push(not_queued_reason(&app.process.output()));
+    }
+
+    assert_eq!(reasons[0], reasons[1], "the same failure, whichever transport");
+    assert!(
+        reasons[1].contains(&format!(
+            "the broker DROPPED the message: no queue is bound to exchange \"{}\"",
+            topology.exchange
+        )),
+        "{}",
+        reasons[1]
+    );
+}
+
+#[tokio::test]
+async fn a_2xx_comes_after_the_broker_took_the_message_and_a_nack_is_503() {
+    // A queue that holds one message and refuses more: the broker acks the
+    // first publish and nacks the second.
+    let topology = Topology::declare_with_queue_arguments(json!({
+        "x-max-length": 1,
+        "x-overflow": "reject-publish"
+    }))
+    .await;
+    let settings = topology
+        .amqp_transport_settings()
+        .with("PublishDeadline", "1500ms")
+        .with("PublishAttemptTimeout", "500ms");
+    let app = Served::start(&settings).await;
+
+    let first = app.forward("/api/WebhookForwarder", "text/plain", b"fits").await;
+    assert_eq!(first.status(), 200);
+    // On the queue already when the 200 arrives: no wait.
+    assert_eq!(topology.depth().await, 1);
+
+    let second = app.forward("/api/WebhookForwarder", "text/plain", b"refused").await;
+    assert_eq!(second.status(), 503);
+    assert_eq!(second.headers()["retry-after"], "5");
+    let taken = topology.take_all().await;
+    assert_eq!(taken.len(), 1);
+    assert_eq!(taken[0].body, b"fits");
+    let output = app.process.output();
+    assert!(output.contains("refused to take the message (basic.nack)"), "{output}");
+}
+
+#[tokio::test]
+async fn one_connection_carries_every_webhook_in_flight() {
+    const IN_FLIGHT: usize = 64;
+    let topology = Topology::declare().await;
+    let site = format!("test-site-{}", uuid::Uuid::new_v4().simple());
+    let settings = topology
+        .amqp_transport_settings()
+        .with("WEBSITE_SITE_NAME", site.as_str())
+        .with("WEBSITE_INSTANCE_ID", "instance-0a1b2c");
+    let app = Served::start(&settings).await;
+    let name = format!("webhook-forwarder: {site} instance instance-0a1b2c");
+    let host = Arc::new(HostClient::new(app.addr));
+
+    // 64 senders keep 64 webhooks in flight until the connection list has
+    // been read several times (the broker refreshes it every few seconds).
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let senders: Vec<_> = (0..IN_FLIGHT)
+        .map(|sender| {
+            let (host, stop) = (host.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut statuses = Vec::new();
+                let mut n = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let body = format!("sender={sender}&n={n}");
+                    let response = host
+                        .forward("/api/WebhookForwarder", "text/plain", body.as_bytes())
+                        .await;
+                    statuses.push(response.status().as_u16());
+                    n += 1;
+                }
+                statuses
+            })
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut seen = Vec::new();
+    while seen.len() < 5 {
+        let listed = connections_named(&name).await;
+        if !listed.is_empty() {
+            let channels = channels_of(&listed[0]).await;
+            seen.push((listed.len(), channels));
+        }
+        assert!(Instant::now() < deadline, "no connection named {name:?} within 60 s");
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut statuses = Vec::new();
+    for sender in senders {
+        statuses.extend(sender.await.unwrap());
+    }
+
+    assert!(seen.iter().all(|(connections, _)| *connections == 1), "{seen:?}");
+    assert!(
+        seen.iter().all(|(_, channels)| *channels as usize <= IN_FLIGHT),
+        "at most one channel per publish in flight: {seen:?}"
+    );
+    assert!(statuses.len() > IN_FLIGHT * 5, "only {} webhooks sent", statuses.len());
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    assert_eq!(topology.drain().await.len(), statuses.len());
+}
+
+#[tokio::test]
+async fn a_broker_unreachable_at_start_gets_503_then_queues_once_it_is_there() {
+    let topology = Topology::declare().await;
+    let mut broker = LateBroker::reserve();
+    let settings = topology
+        .amqp_transport_settings()
+        .with("AmqpUrl", broker.amqp_url())
+        .with("PublishDeadline", "2s")
+        .with("PublishAttemptTimeout", "1s");
+    // `start` returns once GET / answered, as the host waits for it.
+    let mut app = Served::start(&settings).await;
+
+    let early = app.forward("/api/WebhookForwarder", "text/plain", b"too early").await;
+    assert_eq!(early.status(), 503);
+    assert_eq!(early.headers()["retry-after"], "5");
+    assert!(app.process.is_running());
+    app.process
+        .wait_for_output("could not connect to the broker; trying again", Duration::from_secs(10))
+        .await;
+
+    broker.open().await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let response = app.forward("/api/WebhookForwarder", "text/plain", b"in time").await;
+        if response.status() == 200 {
+            break;
+        }
+        assert_eq!(response.status(), 503);
+        assert!(Instant::now() < deadline, "still not queued 30 s after the broker came");
+    }
+    let queued = topology.take_all().await;
+    assert!(
+        !queued.is_empty() && queued.iter().all(|m| m.body == b"in time"),
+        "{queued:?}"
+    );
+    assert!(
+        app.process
+            .output()
+            .contains("connected to amqp://guest:***@127.0.0.1:")
+    );
+}
+
+#[tokio::test]
+async fn a_wrong_password_is_502_keeps_the_handler_running_and_prints_no_secret() {
+    let topology = Topology::declare().await;
+    let settings = topology
+        .amqp_transport_settings()
+        .with("AmqpUrl", format!("amqp://guest:{PASSWORD}@127.0.0.1/"));
+    let mut app = Served::start(&settings).await;
+    app.process
+        .wait_for_output("refused the credentials", Duration::from_secs(20))
+        .await;
+
+    let started = Instant::now();
+    let response = app.forward("/api/WebhookForwarder", "text/plain", b"x").await;
+    let status = response.status();
+    let body = response.text().await.unwrap();
+    let envelope = host_envelope("POST", "", Some("text/plain"), b"y");
+    let answer = app.invoke("inv-wrong-password", &envelope).await.text().await.unwrap();
+
+    assert_eq!(status, 502, "no wait can fix a refused password");
+    assert!(started.elapsed() < Duration::from_secs(5), "answered at once");
+    // It keeps trying in the background instead of exiting.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(app.process.is_running());
+    let output = app.process.output();
+    assert!(
+        output.contains("refused the credentials of user \"guest\" over AMQP (ACCESS_REFUSED)"),
+        "{output}"
+    );
+    for text in [&output, &body, &answer] {
+        assert_no_secret(text, &[PASSWORD]);
+    }
+    assert!(topology.take_all().await.is_empty());
+}
+
+#[tokio::test]
+async fn amqp_without_amqp_url_exits_naming_the_setting() {
+    let settings = AppSettings::new()
+        .with("PublishTransport", "amqp")
+        .with("AmqpExchange", "e-conomic.direct");
+
+    let Err((status, output)) = Served::start_with_args(&[], &settings).await else {
+        panic!("started without AmqpUrl")
+    };
+
+    assert!(!status.success());
+    assert!(
+        output.contains("stderr: error: setting AmqpUrl is missing: PublishTransport=amqp"),
+        "{output}"
+    );
+}
