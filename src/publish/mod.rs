@@ -114,6 +114,7 @@ impl Publisher {
                 connection_name.clone(),
                 exchange.clone(),
                 routing_key.clone(),
+                limits.publish_concurrency.get(),
             )),
         };
         Ok(Self {

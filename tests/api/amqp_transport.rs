@@ -3,14 +3,17 @@
 //! messages answered 5xx, one connection however busy, a broker that is not
 //! there yet at start-up, and no secret anywhere.
 
+use std::collections::HashSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use reqwest::Method;
 use serde_json::{Value, json};
 
 use test_support::AppSettings;
 use test_support::assert_no_secret;
-use test_support::broker::{Topology, channels_of, connections_named};
+use test_support::broker::{Topology, api_send, channels_of, connections_named};
 use test_support::host::{HostClient, caller_response, host_envelope};
 use test_support::network::LateBroker;
 use test_support::process::Served;
@@ -302,4 +305,64 @@ async fn amqp_without_amqp_url_exits_naming_the_setting() {
         output.contains("stderr: error: setting AmqpUrl is missing: PublishTransport=amqp"),
         "{output}"
     );
+}
+
+#[tokio::test]
+async fn a_binding_that_comes_and_goes_mid_burst_never_gets_a_dropped_webhook_a_2xx() {
+    // Routed and returned publishes interleave while the binding is removed
+    // and added again and again, and the broker acknowledges several
+    // publishes at once: each webhook must still get its own verdict.
+    const TOTAL: usize = 6_000;
+    let topology = Topology::declare().await;
+    let app = Served::start(&topology.amqp_transport_settings()).await;
+    let host = Arc::new(HostClient::new(app.addr));
+    let next = Arc::new(AtomicUsize::new(0));
+    let senders: Vec<_> = (0..64)
+        .map(|_| {
+            let (host, next) = (host.clone(), next.clone());
+            tokio::spawn(async move {
+                let mut answers = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= TOTAL {
+                        return answers;
+                    }
+                    let body = format!("n={i}");
+                    let response = host
+                        .forward("/api/WebhookForwarder", "text/plain", body.as_bytes())
+                        .await;
+                    answers.push((body, response.status().as_u16()));
+                }
+            })
+        })
+        .collect();
+    let binding = format!("bindings/%2F/e/{}/q/{}", topology.exchange, topology.queue);
+    let mut flips = 0;
+    while next.load(Ordering::Relaxed) < TOTAL {
+        let status = if flips % 2 == 0 {
+            api_send(Method::DELETE, &format!("{binding}/webhook"), None).await
+        } else {
+            api_send(Method::POST, &binding, Some(&json!({ "routing_key": "webhook" }))).await
+        };
+        assert!((200..300).contains(&status), "{status}");
+        flips += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut answers = Vec::new();
+    for sender in senders {
+        answers.extend(sender.await.unwrap());
+    }
+
+    let queued: HashSet<Vec<u8>> = topology.drain().await.into_iter().map(|m| m.body).collect();
+    let ok: Vec<&String> = answers.iter().filter(|(_, s)| *s == 200).map(|(b, _)| b).collect();
+    let dropped = answers.iter().filter(|(_, s)| *s == 502).count();
+    let lost: Vec<&&String> = ok.iter().filter(|b| !queued.contains(b.as_bytes())).collect();
+    println!("{flips} flips: {} answered 200, {dropped} 502", ok.len());
+    assert!(lost.is_empty(), "answered 200 but dropped by the broker: {lost:?}");
+    assert!(
+        flips >= 4 && !ok.is_empty() && dropped > 0,
+        "{flips} flips: {} answered 200, {dropped} 502",
+        ok.len()
+    );
+    assert_eq!(ok.len() + dropped, TOTAL, "every answer is 200 or 502");
 }

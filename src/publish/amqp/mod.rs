@@ -38,10 +38,17 @@ pub struct AmqpTransport {
 
 impl AmqpTransport {
     /// Starts connecting to `url` in the background as `connection_name` and
-    /// returns at once; publishes wait for the connection within their timeout.
-    pub fn start(url: AmqpUrl, connection_name: String, exchange: String, routing_key: String) -> Self {
+    /// returns at once; publishes wait for the connection within their
+    /// timeout. At most `concurrency` publishes are in flight at once.
+    pub fn start(
+        url: AmqpUrl,
+        connection_name: String,
+        exchange: String,
+        routing_key: String,
+        concurrency: usize,
+    ) -> Self {
         Self {
-            link: Link::start(url.clone(), connection_name.clone()),
+            link: Link::start(url.clone(), connection_name.clone(), concurrency),
             channels: Channels::default(),
             to: Destination {
                 url,
