@@ -10,12 +10,11 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::{BTreeSet, HashSet};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use test_support::AppSettings;
 use test_support::broker::{BrokerOutage, Topology, connections_named};
+use test_support::host::Burst;
 use test_support::process::Served;
 
 /// The two tests restart the same broker: one at a time.
@@ -75,61 +74,27 @@ async fn a_broker_restart_mid_burst_loses_no_acknowledged_webhook_over_amqp_and_
 /// Sends `total` webhooks from `CONCURRENCY` senders, restarts the broker
 /// once a tenth is answered, and checks what reached the queue.
 async fn restart_mid_burst(transport: &str, app: &Served, topology: &Topology, total: usize) {
-    let host = Arc::new((**app).clone());
-    let answered = Arc::new(AtomicUsize::new(0));
-    let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
-
-    let senders: Vec<_> = (0..CONCURRENCY)
-        .map(|_| {
-            let (host, answered, next) = (host.clone(), answered.clone(), next.clone());
-            tokio::spawn(async move {
-                let mut results = Vec::new();
-                loop {
-                    let index = next.fetch_add(1, Ordering::Relaxed);
-                    if index >= total {
-                        return results;
-                    }
-                    let sent = Instant::now();
-                    let body = format!("old={index}&new={index}");
-                    let status = host
-                        .forward(
-                            "/api/WebhookForwarder",
-                            "application/x-www-form-urlencoded",
-                            body.as_bytes(),
-                        )
-                        .await
-                        .status();
-                    results.push((index, status.as_u16(), sent.elapsed()));
-                    answered.fetch_add(1, Ordering::Relaxed);
-                }
-            })
-        })
-        .collect();
+    let burst = Burst::start(app, total, CONCURRENCY, "application/x-www-form-urlencoded", |i| {
+        format!("old={i}&new={i}")
+    });
 
     // Stop the broker once the burst is well under way.
-    while answered.load(Ordering::Relaxed) < total / 10 {
+    while burst.answered() < total / 10 {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let stopped = Instant::now();
     let outage = BrokerOutage::begin().await;
-    let answered_at_stop = answered.load(Ordering::Relaxed);
+    let answered_at_stop = burst.answered();
     tokio::time::sleep(Duration::from_secs(2)).await;
     outage.end().await;
     let outage = stopped.elapsed();
 
-    let mut results = Vec::new();
-    for sender in senders {
-        results.extend(sender.await.unwrap());
-    }
+    let results = burst.finish().await;
     let burst = started.elapsed();
-    let ok: Vec<usize> = results
-        .iter()
-        .filter(|(_, s, _)| *s == 200)
-        .map(|(i, _, _)| *i)
-        .collect();
-    let unavailable = results.iter().filter(|(_, s, _)| *s == 503).count();
-    let slowest = results.iter().map(|(_, _, t)| *t).max().unwrap();
+    let ok: Vec<usize> = results.iter().filter(|r| r.status == 200).map(|r| r.index).collect();
+    let unavailable = results.iter().filter(|r| r.status == 503).count();
+    let slowest = results.iter().map(|r| r.latency).max().unwrap();
 
     // A publish retried after a lost confirm can be on the queue twice.
     let queued = topology.drain().await;
@@ -174,7 +139,7 @@ async fn restart_mid_burst(transport: &str, app: &Served, topology: &Topology, t
         ok.len()
     );
     assert!(
-        results.iter().all(|(_, s, _)| *s == 200 || *s == 503),
+        results.iter().all(|r| r.status == 200 || r.status == 503),
         "failures are 503s the caller retries"
     );
 

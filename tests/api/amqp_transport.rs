@@ -4,8 +4,6 @@
 //! there yet at start-up, and no secret anywhere.
 
 use std::collections::HashSet;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use reqwest::Method;
@@ -14,7 +12,7 @@ use serde_json::{Value, json};
 use test_support::AppSettings;
 use test_support::assert_no_secret;
 use test_support::broker::{Topology, api_send, channels_of, connections_named};
-use test_support::host::{HostClient, caller_response, host_envelope};
+use test_support::host::{Burst, caller_response, host_envelope};
 use test_support::network::LateBroker;
 use test_support::process::Served;
 
@@ -164,29 +162,9 @@ async fn one_connection_carries_every_webhook_in_flight() {
         .with("WEBSITE_INSTANCE_ID", "instance-0a1b2c");
     let app = Served::start(&settings).await;
     let name = format!("webhook-forwarder: {site} instance instance-0a1b2c");
-    let host = Arc::new(HostClient::new(app.addr));
-
     // 64 senders keep 64 webhooks in flight until the connection list has
     // been read several times (the broker refreshes it every few seconds).
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let senders: Vec<_> = (0..IN_FLIGHT)
-        .map(|sender| {
-            let (host, stop) = (host.clone(), stop.clone());
-            tokio::spawn(async move {
-                let mut statuses = Vec::new();
-                let mut n = 0;
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    let body = format!("sender={sender}&n={n}");
-                    let response = host
-                        .forward("/api/WebhookForwarder", "text/plain", body.as_bytes())
-                        .await;
-                    statuses.push(response.status().as_u16());
-                    n += 1;
-                }
-                statuses
-            })
-        })
-        .collect();
+    let burst = Burst::start(&app, usize::MAX, IN_FLIGHT, "text/plain", |i| format!("n={i}"));
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut seen = Vec::new();
     while seen.len() < 5 {
@@ -198,11 +176,8 @@ async fn one_connection_carries_every_webhook_in_flight() {
         assert!(Instant::now() < deadline, "no connection named {name:?} within 60 s");
         tokio::time::sleep(Duration::from_millis(1500)).await;
     }
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let mut statuses = Vec::new();
-    for sender in senders {
-        statuses.extend(sender.await.unwrap());
-    }
+    burst.stop();
+    let statuses: Vec<u16> = burst.finish().await.iter().map(|sent| sent.status).collect();
 
     assert!(seen.iter().all(|(connections, _)| *connections == 1), "{seen:?}");
     assert!(
@@ -315,30 +290,10 @@ async fn a_binding_that_comes_and_goes_mid_burst_never_gets_a_dropped_webhook_a_
     const TOTAL: usize = 6_000;
     let topology = Topology::declare().await;
     let app = Served::start(&topology.amqp_transport_settings()).await;
-    let host = Arc::new(HostClient::new(app.addr));
-    let next = Arc::new(AtomicUsize::new(0));
-    let senders: Vec<_> = (0..64)
-        .map(|_| {
-            let (host, next) = (host.clone(), next.clone());
-            tokio::spawn(async move {
-                let mut answers = Vec::new();
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= TOTAL {
-                        return answers;
-                    }
-                    let body = format!("n={i}");
-                    let response = host
-                        .forward("/api/WebhookForwarder", "text/plain", body.as_bytes())
-                        .await;
-                    answers.push((body, response.status().as_u16()));
-                }
-            })
-        })
-        .collect();
+    let burst = Burst::start(&app, TOTAL, 64, "text/plain", |i| format!("n={i}"));
     let binding = format!("bindings/%2F/e/{}/q/{}", topology.exchange, topology.queue);
     let mut flips = 0;
-    while next.load(Ordering::Relaxed) < TOTAL {
+    while burst.started() < TOTAL {
         let status = if flips % 2 == 0 {
             api_send(Method::DELETE, &format!("{binding}/webhook"), None).await
         } else {
@@ -348,14 +303,11 @@ async fn a_binding_that_comes_and_goes_mid_burst_never_gets_a_dropped_webhook_a_
         flips += 1;
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let mut answers = Vec::new();
-    for sender in senders {
-        answers.extend(sender.await.unwrap());
-    }
+    let answers = burst.finish().await;
 
     let queued: HashSet<Vec<u8>> = topology.drain().await.into_iter().map(|m| m.body).collect();
-    let ok: Vec<&String> = answers.iter().filter(|(_, s)| *s == 200).map(|(b, _)| b).collect();
-    let dropped = answers.iter().filter(|(_, s)| *s == 502).count();
+    let ok: Vec<&String> = answers.iter().filter(|a| a.status == 200).map(|a| &a.body).collect();
+    let dropped = answers.iter().filter(|a| a.status == 502).count();
     let lost: Vec<&&String> = ok.iter().filter(|b| !queued.contains(b.as_bytes())).collect();
     println!("{flips} flips: {} answered 200, {dropped} 502", ok.len());
     assert!(lost.is_empty(), "answered 200 but dropped by the broker: {lost:?}");
