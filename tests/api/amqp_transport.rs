@@ -232,12 +232,45 @@ async fn a_broker_unreachable_at_start_gets_503_then_queues_once_it_is_there() {
 }
 
 #[tokio::test]
+async fn when_every_slot_is_busy_over_amqp_a_caller_gets_503_with_retry_after() {
+    // The broker comes only after a while: the first webhook holds the one
+    // publish slot waiting for it, and the second finds no slot.
+    let topology = Topology::declare().await;
+    let mut broker = LateBroker::reserve();
+    let settings = topology
+        .amqp_transport_settings()
+        .with("AmqpUrl", broker.amqp_url())
+        .with("PublishConcurrency", "1")
+        .with("PublishSlotWait", "100ms");
+    let app = Served::start(&settings).await;
+
+    let waiting = app.forward("/api/WebhookForwarder", "text/plain", b"first");
+    let rejected = async {
+        // Give the first webhook time to take the only slot.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let rejected = app.forward("/api/WebhookForwarder", "text/plain", b"second").await;
+        broker.open().await;
+        rejected
+    };
+    let (waiting, rejected) = tokio::join!(waiting, rejected);
+
+    assert_eq!(rejected.status(), 503);
+    assert_eq!(rejected.headers()["retry-after"], "5");
+    assert_eq!(waiting.status(), 200, "the first waited for the broker");
+    let queued = topology.take_all().await;
+    assert_eq!(queued.len(), 1);
+    assert_eq!(queued[0].body, b"first");
+    assert!(app.process.output().contains("all 1 publish slots stayed busy"));
+}
+
+#[tokio::test]
 async fn a_wrong_password_is_502_keeps_the_handler_running_and_prints_no_secret() {
     let topology = Topology::declare().await;
     let settings = topology
         .amqp_transport_settings()
         .with("AmqpUrl", format!("amqp://guest:{PASSWORD}@127.0.0.1/"));
-    let mut app = Served::start(&settings).await;
+    // Every log the AMQP client can write, frames included: none may carry it.
+    let mut app = Served::start_logging(&settings, "trace").await;
     app.process
         .wait_for_output("refused the credentials", Duration::from_secs(20))
         .await;
