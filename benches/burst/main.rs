@@ -137,6 +137,8 @@ async fn main() {
     for run in 1..=options.runs {
         let mut measured = Vec::new();
         for &kind in &options.phases {
+            // Progress on stderr; the tables (stdout) come when the run is complete.
+            eprintln!("run {run}/{}: {} ...", options.runs, kind.name());
             measured.push((kind, run_phase(kind, &options, run).await));
         }
         let rate_of = |wanted: PhaseKind| {
