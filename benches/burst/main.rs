@@ -303,9 +303,9 @@ async fn overload(options: &Options, transport: Transport) {
     let count = options.overload_requests;
     let send = forwarder::requests(HostMode::Forwarding, &base, client, &run_id, count);
     let (samples, elapsed) = load::burst(count, options.overload_connections, send).await;
-    let name = match transport {
-        Transport::Http => "overload, forwarder over HTTP",
-        Transport::Amqp => "overload, forwarder over AMQP",
+    let (name, over) = match transport {
+        Transport::Http => ("overload, forwarder over HTTP", "HTTP"),
+        Transport::Amqp => ("overload, forwarder over AMQP", "AMQP"),
     };
     let peak_rss_mib = served.process.peak_rss_kib() as f64 / 1024.0;
     served.process.stop().await;
@@ -313,7 +313,7 @@ async fn overload(options: &Options, transport: Transport) {
     phase.peak_rss_mib = Some(peak_rss_mib);
     let hung = samples.iter().filter(|s| s.answer.status.is_none()).count();
     println!(
-        "\n## Overload over {transport:?}: {count} requests from {} connections at once (PublishConcurrency 64, PublishSlotWait 5 s)\n\n{TABLE_HEADER}",
+        "\n## Overload, forwarder over {over}: {count} requests from {} connections at once (PublishConcurrency 64, PublishSlotWait 5 s)\n\n{TABLE_HEADER}",
         options.overload_connections
     );
     let none = Ceilings {

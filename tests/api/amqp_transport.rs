@@ -122,6 +122,35 @@ async fn an_unroutable_webhook_is_502_with_the_same_log_line_as_routed_false() {
 }
 
 #[tokio::test]
+async fn a_missing_exchange_is_retried_until_the_deadline_then_503_on_the_same_connection() {
+    // Retried because a restarting broker does not know its exchanges for a
+    // moment; the broker closes the channel each time, never the connection.
+    let topology = Topology::names();
+    let settings = topology
+        .amqp_transport_settings()
+        .with("PublishDeadline", "1500ms")
+        .with("PublishAttemptTimeout", "500ms");
+    let app = Served::start(&settings).await;
+
+    let response = app.forward("/api/WebhookForwarder", "text/plain", b"x").await;
+
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["retry-after"], "5");
+    let output = app.process.output();
+    assert!(
+        output.contains(&format!("does not know exchange \"{}\"", topology.exchange)),
+        "{output}"
+    );
+    assert!(output.contains("NOT_FOUND - no exchange"), "{output}");
+    assert_eq!(
+        output.matches("connected to amqp://").count(),
+        1,
+        "reconnected:\n{output}"
+    );
+    assert!(!output.contains("lost the connection"), "{output}");
+}
+
+#[tokio::test]
 async fn a_2xx_comes_after_the_broker_took_the_message_and_a_nack_is_503() {
     // A queue that holds one message and refuses more: the broker acks the
     // first publish and nacks the second.

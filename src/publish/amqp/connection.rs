@@ -240,7 +240,12 @@ async fn until_lost(connection: &Connection, url: &AmqpUrl) -> String {
     loop {
         tokio::select! {
             event = events.next() => match event {
-                Some(Event::Error(error)) => return url.redact(&error.to_string()),
+                // The client reports a channel the broker closed (a publish
+                // to a missing exchange) as an error event too: only one
+                // that took the connection down is a loss.
+                Some(Event::Error(error)) if !connection.status().connected() => {
+                    return url.redact(&error.to_string());
+                }
                 Some(Event::ConnectionBlocked(reason)) => warn!(
                     reason = url.redact(&reason),
                     "the broker blocked the connection (a memory or disk alarm): publishes wait until it clears"
