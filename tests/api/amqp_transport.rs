@@ -151,6 +151,46 @@ async fn a_missing_exchange_is_retried_until_the_deadline_then_503_on_the_same_c
 }
 
 #[tokio::test]
+async fn a_confirm_that_does_not_come_is_cut_by_the_attempt_timeout_never_answered_2xx() {
+    let topology = Topology::declare().await;
+    let mut broker = LateBroker::reserve();
+    broker.open().await;
+    let settings = topology
+        .amqp_transport_settings()
+        .with("AmqpUrl", broker.amqp_url())
+        .with("PublishAttemptTimeout", "300ms")
+        .with("PublishDeadline", "1500ms");
+    let app = Served::start(&settings).await;
+    app.process
+        .wait_for_output("connected to amqp://", Duration::from_secs(10))
+        .await;
+
+    // The network stops delivering: the publish leaves, its confirm never comes.
+    broker.stall();
+    let stalled = app.forward("/api/WebhookForwarder", "text/plain", b"unconfirmed").await;
+    broker.resume();
+    let after = app.forward("/api/WebhookForwarder", "text/plain", b"confirmed").await;
+
+    assert_eq!(stalled.status(), 503);
+    assert_eq!(stalled.headers()["retry-after"], "5");
+    assert!(
+        app.process.output().contains("no answer from the broker within 300ms"),
+        "{}",
+        app.process.output()
+    );
+    assert_eq!(after.status(), 200, "the same connection carries on");
+    // The unconfirmed publishes may have reached the queue once the network
+    // delivered them: duplicates of a webhook the sender will retry, never a loss.
+    let queued = topology.take_all().await;
+    assert!(queued.iter().any(|m| m.body == b"confirmed"), "{queued:?}");
+    assert!(
+        queued
+            .iter()
+            .all(|m| m.body == b"confirmed" || m.body == b"unconfirmed")
+    );
+}
+
+#[tokio::test]
 async fn a_2xx_comes_after_the_broker_took_the_message_and_a_nack_is_503() {
     // A queue that holds one message and refuses more: the broker acks the
     // first publish and nacks the second.

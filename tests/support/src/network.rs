@@ -1,8 +1,14 @@
-//! A network fault between a process and the real broker: a port where the
+//! Network faults between a process and the real broker: a port where the
 //! broker is unreachable (nothing listens) until the test opens it, from
-//! when on every connection is relayed to the local RabbitMQ's AMQP port.
+//! when on every connection is relayed to the local RabbitMQ's AMQP port,
+//! and where the test can stall the traffic (a network that silently stops
+//! delivering, so that the broker's answers never arrive) and resume it.
 
-use tokio::io::copy_bidirectional;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{JoinHandle, JoinSet};
 
@@ -13,6 +19,7 @@ const BROKER: &str = "127.0.0.1:5672";
 /// closed again when dropped (with every relayed connection).
 pub struct LateBroker {
     port: u16,
+    stalled: Arc<AtomicBool>,
     relay: Option<JoinHandle<()>>,
 }
 
@@ -23,7 +30,11 @@ impl LateBroker {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
         let port = listener.local_addr().expect("a bound address").port();
         drop(listener);
-        Self { port, relay: None }
+        Self {
+            port,
+            stalled: Arc::new(AtomicBool::new(false)),
+            relay: None,
+        }
     }
 
     /// `AmqpUrl` for the local broker's guest user, through this port.
@@ -36,17 +47,36 @@ impl LateBroker {
         let listener = TcpListener::bind(("127.0.0.1", self.port))
             .await
             .expect("the reserved port is still free");
+        let stalled = self.stalled.clone();
         self.relay = Some(tokio::spawn(async move {
             // Dropping the set (when this task is aborted) ends every relay.
             let mut connections = JoinSet::new();
-            while let Ok((mut client, _)) = listener.accept().await {
+            while let Ok((client, _)) = listener.accept().await {
+                let stalled = stalled.clone();
                 connections.spawn(async move {
-                    if let Ok(mut broker) = TcpStream::connect(BROKER).await {
-                        let _ = copy_bidirectional(&mut client, &mut broker).await;
-                    }
+                    let Ok(broker) = TcpStream::connect(BROKER).await else {
+                        return;
+                    };
+                    let (from_client, to_client) = client.into_split();
+                    let (from_broker, to_broker) = broker.into_split();
+                    tokio::join!(
+                        forward(from_client, to_broker, stalled.clone()),
+                        forward(from_broker, to_client, stalled)
+                    );
                 });
             }
         }));
+    }
+
+    /// Holds every byte in both directions until [`LateBroker::resume`]:
+    /// the connections stay open, nothing arrives.
+    pub fn stall(&self) {
+        self.stalled.store(true, Ordering::SeqCst);
+    }
+
+    /// Delivers again, what was held first.
+    pub fn resume(&self) {
+        self.stalled.store(false, Ordering::SeqCst);
     }
 }
 
@@ -56,4 +86,22 @@ impl Drop for LateBroker {
             relay.abort();
         }
     }
+}
+
+/// Copies `from` to `to`, holding each chunk while the network is stalled.
+async fn forward(mut from: impl AsyncRead + Unpin, mut to: impl AsyncWrite + Unpin, stalled: Arc<AtomicBool>) {
+    let mut buffer = vec![0u8; 64 * 1024];
+    loop {
+        let read = match from.read(&mut buffer).await {
+            Ok(0) | Err(_) => break,
+            Ok(read) => read,
+        };
+        while stalled.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if to.write_all(&buffer[..read]).await.is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown().await;
 }
