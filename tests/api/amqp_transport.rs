@@ -191,6 +191,41 @@ async fn a_confirm_that_does_not_come_is_cut_by_the_attempt_timeout_never_answer
 }
 
 #[tokio::test]
+async fn a_network_that_goes_silent_is_noticed_by_heartbeats_and_the_handler_reconnects() {
+    let topology = Topology::declare().await;
+    let mut broker = LateBroker::reserve();
+    broker.open().await;
+    // A heartbeat of 2 s: the client gives up on a silent broker after 4 s.
+    let settings = topology
+        .amqp_transport_settings()
+        .with("AmqpUrl", format!("{}?heartbeat=2", broker.amqp_url()));
+    let app = Served::start(&settings).await;
+    app.process
+        .wait_for_output("heartbeat_s=2", Duration::from_secs(10))
+        .await;
+
+    broker.stall();
+    app.process
+        .wait_for_output("lost the connection", Duration::from_secs(20))
+        .await;
+    broker.resume();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while app.process.output().matches("connected to amqp://").count() < 2 {
+        assert!(Instant::now() < deadline, "no reconnection:\n{}", app.process.output());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let response = app
+        .forward("/api/WebhookForwarder", "text/plain", b"after the silence")
+        .await;
+
+    assert_eq!(response.status(), 200);
+    assert_eq!(topology.take(1).await[0].body, b"after the silence");
+    let output = app.process.output();
+    let lost = output.lines().find(|l| l.contains("lost the connection")).unwrap();
+    assert!(lost.contains("heartbeat"), "{lost}");
+}
+
+#[tokio::test]
 async fn a_2xx_comes_after_the_broker_took_the_message_and_a_nack_is_503() {
     // A queue that holds one message and refuses more: the broker acks the
     // first publish and nacks the second.
