@@ -7,6 +7,7 @@
 // Test code: a panic is a failed test.
 #![allow(clippy::unwrap_used)]
 
+mod amqp_connection;
 mod amqp_transport;
 mod amqp_url;
 mod app;
