@@ -13,7 +13,7 @@ use std::collections::{BTreeSet, HashSet};
 use std::time::{Duration, Instant};
 
 use test_support::AppSettings;
-use test_support::broker::{BrokerOutage, Topology, connections_named};
+use test_support::broker::{BrokerOutage, Topology, the_one_connection_named};
 use test_support::host::Burst;
 use test_support::process::Served;
 
@@ -63,12 +63,7 @@ async fn a_broker_restart_mid_burst_loses_no_acknowledged_webhook_over_amqp_and_
         "no reconnection:\n{output}"
     );
     // Still exactly one connection, the new one.
-    let name = format!("webhook-forwarder: {site} instance 0");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while connections_named(&name).await.len() != 1 {
-        assert!(Instant::now() < deadline, "not exactly one connection named {name:?}");
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    the_one_connection_named(&format!("webhook-forwarder: {site} instance 0")).await;
 }
 
 /// Sends `total` webhooks from `CONCURRENCY` senders, restarts the broker

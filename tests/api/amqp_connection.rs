@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use test_support::AppSettings;
 use test_support::assert_no_secret;
-use test_support::broker::{Topology, channels_of, connections_named};
+use test_support::broker::{TestUser, Topology, channels_of, connections_named, the_one_connection_named};
 use test_support::host::{Burst, host_envelope};
 use test_support::network::LateBroker;
 use test_support::process::Served;
@@ -212,4 +212,29 @@ async fn amqp_without_amqp_url_exits_naming_the_setting() {
         output.contains("stderr: error: setting AmqpUrl is missing: PublishTransport=amqp"),
         "{output}"
     );
+}
+
+#[tokio::test]
+async fn a_working_password_appears_nowhere_not_in_the_connection_name_nor_the_clients_trace() {
+    let topology = Topology::declare().await;
+    let user = TestUser::create("").await;
+    let site = format!("test-site-{}", uuid::Uuid::new_v4().simple());
+    let settings = topology
+        .amqp_transport_settings()
+        .with("AmqpUrl", user.amqp_url())
+        .with("WEBSITE_SITE_NAME", site.as_str())
+        .with("WEBSITE_INSTANCE_ID", "1");
+    let app = Served::start_logging(&settings, "trace").await;
+    let name = format!("webhook-forwarder: {site} instance 1");
+
+    let response = app.forward("/api/WebhookForwarder", "text/plain", b"secretless").await;
+    let answer = response.text().await.unwrap();
+
+    assert!(answer.contains("\"queued\":true"), "{answer}");
+    let queued = topology.take(1).await;
+    assert_eq!(queued[0].body, b"secretless");
+    the_one_connection_named(&name).await;
+    for text in [&app.process.output(), &answer, &queued[0].properties.to_string(), &name] {
+        assert_no_secret(text, &[&user.password]);
+    }
 }

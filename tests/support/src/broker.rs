@@ -122,6 +122,24 @@ pub async fn connections_named(connection_name: &str) -> Vec<String> {
         .collect()
 }
 
+/// Waits (up to 30 s: the broker's list lags) until the broker lists
+/// exactly one connection named `connection_name`; returns the broker's
+/// name of it. Panics when it lists none or several.
+pub async fn the_one_connection_named(connection_name: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut listed = connections_named(connection_name).await;
+        if listed.len() == 1 {
+            return listed.remove(0);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "connections named {connection_name:?}: {listed:?}, not exactly one"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 /// How many channels the broker counts on the connection it calls
 /// `broker_name` (a name from [`connections_named`]); 0 when it is gone.
 pub async fn channels_of(broker_name: &str) -> u64 {
