@@ -121,6 +121,15 @@ async fn restart_mid_burst(transport: &str, app: &Served, topology: &Topology, t
         .map(|why| why.get(..100).unwrap_or(why))
         .collect();
     println!("failure reasons: {failures:#?}");
+    // What the handler met while the broker was away (AMQP: the lost
+    // connection and the refused reconnections).
+    let met: BTreeSet<&str> = output
+        .lines()
+        .filter(|l| l.contains("lost the connection") || l.contains("could not connect"))
+        .filter_map(|l| l.split_once("error=").map(|(_, why)| why))
+        .map(|why| why.get(..120).unwrap_or(why))
+        .collect();
+    println!("connection events: {met:#?}");
 
     assert!(
         answered_at_stop < total,

@@ -37,7 +37,7 @@ pub enum ConnectError {
         user: String,
     },
     /// The vhost does not exist, the user may not use it, or its connection
-    /// limit is reached (`NOT_ALLOWED`; a restarting broker says it too).
+    /// limit is reached (`NOT_ALLOWED`).
     #[error("the broker at {url} refused user {user:?} the vhost {vhost:?} (NOT_ALLOWED: {reason})")]
     VhostNotAllowed {
         /// The redacted URL.

@@ -107,8 +107,9 @@ pub enum PublishError {
         setting: &'static str,
     },
     /// AMQP: the broker refused the vhost (`NOT_ALLOWED`): it does not exist,
-    /// the user may not use it, or its connection limit is reached; a
-    /// restarting broker says so too for a moment, so it is worth retrying.
+    /// the user may not use it, or its connection limit is reached. Worth
+    /// retrying: a connection limit frees up, and a starting broker may
+    /// refuse a vhost that is not up yet.
     #[error(
         "the broker refused user {user:?} the vhost {vhost:?} (NOT_ALLOWED: {reason}); check the vhost in setting {setting}, the user's permissions and the vhost's connection limit"
     )]
@@ -146,11 +147,10 @@ pub enum PublishError {
 
 impl PublishError {
     /// Whether another attempt may succeed: network trouble, timeouts, 5xx,
-    /// 429, a lost AMQP connection, a nack, and "not found": while a
-    /// restarted broker recovers its definitions, its API answers that the
-    /// exchange does not exist for a few seconds (seen with RabbitMQ 3.10),
-    /// and callers should wait that out (its vhost, too, is refused for a
-    /// moment over AMQP).
+    /// 429, a lost AMQP connection, a nack, a refused vhost, and "not found":
+    /// while a restarted broker recovers its definitions, its API answers
+    /// that the exchange does not exist for a few seconds (seen with RabbitMQ
+    /// 3.10), and callers should wait that out.
     pub fn is_transient(&self) -> bool {
         matches!(
             self,

@@ -45,8 +45,8 @@ pub fn failure(error: &lapin::Error, to: &Destination) -> PublishError {
     };
     let reason = to.url.redact(amqp.get_message().as_str());
     match amqp.get_id() {
-        // Transient, as over HTTP: a restarted broker does not know its
-        // exchanges until it has recovered its definitions.
+        // Transient, as over HTTP, where a restarted broker was seen not to
+        // know its exchanges until it had recovered its definitions.
         404 => PublishError::NotFound {
             exchange: to.exchange.clone(),
             vhost: to.url.vhost().to_owned(),
