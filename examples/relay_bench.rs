@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use test_support::broker::{AMQP_URL, TestMessage, Topology};
+use test_support::broker::{TestMessage, Topology, amqp_url};
 use warp::Filter;
 
 /// Arrivals at the target: how many, the first and the last.
@@ -86,7 +86,7 @@ async fn one_run(handler: &str, messages: usize, concurrency: usize, prefetch: O
     }
     let mut relay = tokio::process::Command::new(handler)
         .args(&relay_args)
-        .env("AmqpUrl", AMQP_URL)
+        .env("AmqpUrl", amqp_url())
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .kill_on_drop(true)

@@ -9,11 +9,13 @@ use crate::broker::topology::{DEFAULT_QUEUE, DEFAULT_TTL_DAYS, MAX_TTL_DAYS};
 /// The app settings in brief; docs/settings.md has them in full.
 const SETTINGS_HELP: &str = "\
 App settings (environment variables; docs/settings.md has every one in full):
+  PublishTransport        http (the management API's publish endpoint) or amqp (AMQP with
+                          publisher confirms, one connection; needs AmqpUrl) [default: http]
   AmqpUrl                 amqps://<user>:<password>@<host>/<vhost> from the CloudAMQP details page
   AmqpExchange            exchange to publish to [default: e-conomic.direct]
   AmqpManagementUrl       the management API, when not where AmqpUrl implies (https://host/, http://host:15672/)
-  AmqpEndpoint            the HTTP publish URL, instead of the one AmqpUrl gives
-  AmqpAuthHeader          base64(\"<user>:<password>\") (`handler auth-header`), instead of AmqpUrl's
+  AmqpEndpoint            the HTTP publish URL, instead of the one AmqpUrl gives (http only)
+  AmqpAuthHeader          base64(\"<user>:<password>\") (`handler auth-header`), instead of AmqpUrl's (http only)
   AmqpRoutingKey          [default: webhook]        AmqpAppId  [default: e-conomic-webhook-forwarder]
   MaxBodyBytes            [default: 1048576]        PublishConcurrency  [default: 64]
   PublishSlotWait         [default: 5s]             PublishAttemptTimeout  [default: 10s]

@@ -11,14 +11,9 @@ use webhook_forwarder::{commands, telemetry};
 #[tokio::main]
 async fn main() -> ExitCode {
     let command = Cli::parse().command.unwrap_or(Command::Serve);
-    // The AMQP client logs every closed channel as an error, even the
-    // relay's deliberate probes; each of its failures reaches the relay as a
-    // result, which logs it with context. RUST_LOG shows them all.
-    if matches!(command, Command::Relay(_)) {
-        telemetry::init_with_default("info,lapin=off");
-    } else if matches!(command, Command::DeadLetter(_)) {
+    if matches!(command, Command::DeadLetter(_)) {
         // Its stdout is a table or JSON: logs go to stderr.
-        telemetry::init_on_stderr("info,lapin=off");
+        telemetry::init_on_stderr();
     } else {
         telemetry::init();
     }

@@ -1,45 +1,53 @@
 //! The burst benchmark: e-conomic's 100,000 webhooks in one go, through the
-//! handler in both host modes, beside the broker's own ceiling (the same
-//! client publishing directly), with every message read back and compared.
+//! forwarder over each transport (HTTP publish endpoint, AMQP with publisher
+//! confirms) and in each host mode, beside the two ceilings measured in the
+//! same run with the same bodies and concurrency: the load generator
+//! publishing the same messages straight to the HTTP publish endpoint, and
+//! straight over AMQP with confirms. Every message is read back and compared.
 //!
-//! Run it with `scripts/bench` (see docs/benchmarks.md); `--help` lists the knobs.
+//! Run it with `scripts/bench` (see docs/benchmarks.md); `--help` lists the
+//! knobs. The handler, the broker topology and the readback are the test
+//! support's (`tests/support`), as in every test.
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
-mod broker;
-mod handler;
+mod direct;
+mod forwarder;
 mod load;
 mod report;
 mod webhooks;
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
-use bytes::Bytes;
-use clap::Parser;
-use futures_util::stream;
+use clap::{Parser, ValueEnum};
+use serde_json::json;
+use test_support::broker::{QueuedMessage, Topology, api_get};
 
-use broker::BenchTopology;
-use handler::Handler;
-use load::{MakeRequest, Sample};
-use report::Phase;
+use direct::{AmqpPublisher, Channels};
+use forwarder::{HostMode, Transport};
+use load::Sample;
+use report::{Ceilings, Medians, Phase, TABLE_HEADER};
 
-/// Fire bursts of webhooks through the handler and at the broker directly.
+/// Fire bursts of webhooks through the forwarder over each transport, and at
+/// the broker directly over each, with the same bodies and concurrency.
 #[derive(Parser, Debug)]
 struct Options {
     /// Webhooks per burst.
     #[arg(long, default_value_t = 100_000)]
     requests: usize,
-    /// Connections sending at once.
+    /// Webhooks in flight at once (HTTP connections, or AMQP publishes awaiting their confirm).
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
-    /// Runs of (direct, forwarding, payload); medians are reported.
+    /// Runs of every phase; the medians are reported.
     #[arg(long, default_value_t = 3)]
     runs: usize,
-    /// Connections of the overload run (0 skips it).
+    /// Phases of each run, in this order.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = PhaseKind::all())]
+    phases: Vec<PhaseKind>,
+    /// Connections of the overload runs (one per transport; 0 skips them).
     #[arg(long, default_value_t = 2_000)]
     overload_connections: usize,
-    /// Requests of the overload run.
+    /// Requests of each overload run.
     #[arg(long, default_value_t = 20_000)]
     overload_requests: usize,
     /// Ignored: cargo bench passes it.
@@ -47,19 +55,50 @@ struct Options {
     bench: bool,
 }
 
-#[derive(Clone, Copy, PartialEq)]
-enum Mode {
-    Direct,
-    Forwarding,
-    Payload,
+/// One phase of a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, ValueEnum)]
+enum PhaseKind {
+    /// The load generator POSTs each message to the HTTP publish endpoint.
+    DirectHttp,
+    /// The load generator publishes each message over AMQP with confirms, on one channel.
+    DirectAmqp,
+    /// The same, on a channel per publish in flight (the forwarder's way).
+    DirectAmqpPerPublish,
+    /// The forwarder over HTTP, sent the caller's requests.
+    HttpForwarding,
+    /// The forwarder over HTTP, sent the host's invocations.
+    HttpPayload,
+    /// The forwarder over AMQP, sent the caller's requests.
+    AmqpForwarding,
+    /// The forwarder over AMQP, sent the host's invocations.
+    AmqpPayload,
 }
 
-impl Mode {
+impl PhaseKind {
+    fn all() -> Vec<Self> {
+        Self::value_variants().to_vec()
+    }
+
     fn name(self) -> &'static str {
         match self {
-            Mode::Direct => "direct to broker (ceiling)",
-            Mode::Forwarding => "handler, forwarding mode",
-            Mode::Payload => "handler, payload mode",
+            Self::DirectHttp => "direct HTTP publish (ceiling)",
+            Self::DirectAmqp => "direct AMQP publisher, 1 channel",
+            Self::DirectAmqpPerPublish => "direct AMQP publisher, channel per publish",
+            Self::HttpForwarding => "forwarder over HTTP, forwarding mode",
+            Self::HttpPayload => "forwarder over HTTP, payload mode",
+            Self::AmqpForwarding => "forwarder over AMQP, forwarding mode",
+            Self::AmqpPayload => "forwarder over AMQP, payload mode",
+        }
+    }
+
+    /// The forwarder's transport and host mode, for forwarder phases.
+    fn forwarder(self) -> Option<(Transport, HostMode)> {
+        match self {
+            Self::HttpForwarding => Some((Transport::Http, HostMode::Forwarding)),
+            Self::HttpPayload => Some((Transport::Http, HostMode::Payload)),
+            Self::AmqpForwarding => Some((Transport::Amqp, HostMode::Forwarding)),
+            Self::AmqpPayload => Some((Transport::Amqp, HostMode::Payload)),
+            Self::DirectHttp | Self::DirectAmqp | Self::DirectAmqpPerPublish => None,
         }
     }
 }
@@ -67,145 +106,149 @@ impl Mode {
 #[tokio::main]
 async fn main() {
     let options = Options::parse();
+    println!("# Burst benchmark\n");
     println!("{}", machine_details().await);
+    let (one, five, fifteen) = report::load_average();
     println!(
-        "\nburst: {} webhooks at concurrency {}, {} run(s)\n",
+        "load average at the start: {one:.2} {five:.2} {fifteen:.2} (other work on this machine slows every figure; the ratios within one run are the fairest comparison)"
+    );
+    let phases: Vec<String> = options
+        .phases
+        .iter()
+        .map(|p| {
+            p.to_possible_value()
+                .map_or_else(String::new, |v| v.get_name().to_owned())
+        })
+        .collect();
+    println!(
+        "command: scripts/bench --requests {} --concurrency {} --runs {} --phases {} --overload-connections {} --overload-requests {}",
+        options.requests,
+        options.concurrency,
+        options.runs,
+        phases.join(","),
+        options.overload_connections,
+        options.overload_requests
+    );
+    println!(
+        "\n## {} webhooks per burst, {} in flight, {} run(s)\n\n{TABLE_HEADER}",
         options.requests, options.concurrency, options.runs
     );
-    println!("{}", report::TABLE_HEADER);
-    let mut by_mode: HashMap<&str, Vec<(Phase, f64)>> = HashMap::new();
+    let mut by_kind: HashMap<PhaseKind, Vec<(Phase, Ceilings)>> = HashMap::new();
     for run in 1..=options.runs {
-        let ceiling = run_phase(Mode::Direct, &options, run).await;
-        let ceiling_rate = ceiling.rate();
-        println!("{}", report::row(&run.to_string(), &ceiling, ceiling_rate));
-        by_mode
-            .entry(Mode::Direct.name())
-            .or_default()
-            .push((ceiling, ceiling_rate));
-        for mode in [Mode::Forwarding, Mode::Payload] {
-            let phase = run_phase(mode, &options, run).await;
-            println!("{}", report::row(&run.to_string(), &phase, ceiling_rate));
-            by_mode.entry(mode.name()).or_default().push((phase, ceiling_rate));
+        let mut measured = Vec::new();
+        for &kind in &options.phases {
+            // Progress on stderr; the tables (stdout) come when the run is complete.
+            eprintln!("run {run}/{}: {} ...", options.runs, kind.name());
+            measured.push((kind, run_phase(kind, &options, run).await));
+        }
+        let rate_of = |wanted: PhaseKind| {
+            measured
+                .iter()
+                .find(|(kind, _)| *kind == wanted)
+                .map_or(f64::NAN, |(_, p)| p.rate())
+        };
+        let ceilings = Ceilings {
+            http: rate_of(PhaseKind::DirectHttp),
+            amqp: rate_of(PhaseKind::DirectAmqp),
+        };
+        for (kind, phase) in measured {
+            println!("{}", report::row(&run.to_string(), &phase, ceilings));
+            by_kind.entry(kind).or_default().push((phase, ceilings));
         }
     }
-    println!();
-    println!("{}", report::TABLE_HEADER);
-    for mode in [Mode::Direct, Mode::Forwarding, Mode::Payload] {
-        println!("{}", report::median_row(&by_mode[mode.name()]));
+    println!("\n## Medians\n\n{TABLE_HEADER}");
+    let medians: HashMap<PhaseKind, Medians> = options
+        .phases
+        .iter()
+        .map(|kind| (*kind, Medians::of(&by_kind[kind])))
+        .collect();
+    for kind in &options.phases {
+        println!("{}", medians[kind].row());
     }
+    print_targets(&options, &medians);
     if options.overload_connections > 0 {
-        overload(&options).await;
+        for transport in [Transport::Http, Transport::Amqp] {
+            overload(&options, transport).await;
+        }
     }
+    let (one, five, fifteen) = report::load_average();
+    println!("\nload average at the end: {one:.2} {five:.2} {fifteen:.2}");
 }
 
-/// One burst of one mode on a fresh topology, read back and checked.
-async fn run_phase(mode: Mode, options: &Options, run: usize) -> Phase {
-    let topology = BenchTopology::declare("burst").await;
+/// One burst of one phase on a fresh topology, read back and checked.
+async fn run_phase(kind: PhaseKind, options: &Options, run: usize) -> Phase {
+    // x-expires: an interrupted run's queue (and its messages) goes away within the hour.
+    let topology = Topology::declare_with_queue_arguments(json!({ "x-expires": 3_600_000 })).await;
     let run_id = format!("r{run}-{}", uuid::Uuid::new_v4().simple());
-    let client = load::client(options.concurrency);
-    let handler = match mode {
-        Mode::Direct => None,
-        _ => Some(Handler::start(&topology.endpoint(), &[]).await),
+    let (count, concurrency) = (options.requests, options.concurrency);
+    let client = load::client(concurrency);
+    let mut phase = match kind.forwarder() {
+        None => {
+            let (samples, elapsed) = match kind {
+                PhaseKind::DirectHttp => {
+                    load::burst(count, concurrency, direct::http(&topology, client, &run_id, count)).await
+                }
+                _ => {
+                    let channels = if kind == PhaseKind::DirectAmqp {
+                        Channels::One
+                    } else {
+                        Channels::PerPublish
+                    };
+                    let publisher = AmqpPublisher::start(&topology, &run_id, count, concurrency, channels).await;
+                    let burst = load::burst(count, concurrency, publisher.send.clone()).await;
+                    publisher.close().await;
+                    burst
+                }
+            };
+            checked(kind.name(), &samples, elapsed, &topology, &run_id).await
+        }
+        Some((transport, mode)) => {
+            let mut served = forwarder::start(&topology, transport).await;
+            let cpu_before = served.process.cpu_time();
+            let base = format!("http://{}", served.addr);
+            let send = forwarder::requests(mode, &base, client, &run_id, count);
+            let (samples, elapsed) = load::burst(count, concurrency, send).await;
+            let cpu = served.process.cpu_time().saturating_sub(cpu_before).as_secs_f64();
+            let peak_rss_mib = served.process.peak_rss_kib() as f64 / 1024.0;
+            served.process.stop().await;
+            let mut phase = checked(kind.name(), &samples, elapsed, &topology, &run_id).await;
+            phase.cpu_s_per_1000 = Some(cpu / (count as f64 / 1000.0));
+            phase.peak_rss_mib = Some(peak_rss_mib);
+            phase.ready_ms = Some(served.ready_after.as_secs_f64() * 1000.0);
+            phase
+        }
     };
-    let cpu_before = handler.as_ref().map(Handler::cpu_time);
-    let make = request_maker(
-        mode,
-        &topology,
-        handler.as_ref().map(|h| h.base.clone()),
-        run_id.clone(),
-        options.requests,
-    );
-
-    let (samples, elapsed) = load::burst(&client, options.requests, options.concurrency, make).await;
-
-    let mut phase = Phase::from_samples(mode.name(), &samples, elapsed);
-    if let (Some(handler), Some(before)) = (&handler, cpu_before) {
-        let cpu = handler.cpu_time().saturating_sub(before).as_secs_f64();
-        phase.cpu_s_per_1000 = Some(cpu / (options.requests as f64 / 1000.0));
-        phase.peak_rss_mib = Some(handler.peak_rss_mib());
-        phase.ready_ms = Some(handler.ready_after.as_secs_f64() * 1000.0);
-    }
-    if let Some(handler) = handler {
-        handler.stop().await;
-    }
-    check_queue(&mut phase, &samples, &topology.drain().await, |index| {
-        webhooks::body(&run_id, index)
-    });
-    topology.delete().await;
+    phase.name = kind.name().to_owned();
     phase
 }
 
-/// Builds every request body before the burst starts, so the load
-/// generator's own work per request (which shares the two cores with the
-/// broker and the handler) is the same small clone in every mode.
-fn request_maker(
-    mode: Mode,
-    topology: &BenchTopology,
-    base: Option<String>,
-    run_id: String,
-    count: usize,
-) -> Arc<MakeRequest> {
-    let bodies: Vec<Bytes> = (0..count)
-        .map(|index| {
-            let body = webhooks::body(&run_id, index);
-            Bytes::from(match mode {
-                Mode::Direct => webhooks::publish_request(&body, index),
-                Mode::Forwarding => body,
-                Mode::Payload => webhooks::invocation(&body, index),
-            })
-        })
-        .collect();
-    match mode {
-        Mode::Direct => {
-            let endpoint = topology.endpoint();
-            Arc::new(move |client: &reqwest::Client, index| {
-                client
-                    .post(&endpoint)
-                    .basic_auth("guest", Some("guest"))
-                    .header("content-type", "application/json")
-                    .body(bodies[index].clone())
-            })
-        }
-        Mode::Forwarding => {
-            let url = format!("{}{}", base.unwrap(), webhooks::forwarding_path());
-            Arc::new(move |client: &reqwest::Client, index| {
-                client
-                    .post(&url)
-                    .header("content-type", "application/x-www-form-urlencoded")
-                    .header("x-azure-functions-invocationid", format!("{run_id}-{index}"))
-                    .body(bodies[index].clone())
-            })
-        }
-        Mode::Payload => {
-            let url = format!("{}/WebhookForwarder", base.unwrap());
-            Arc::new(move |client: &reqwest::Client, index| {
-                // The host sends invocations chunked, without Content-Length.
-                let chunked =
-                    reqwest::Body::wrap_stream(stream::iter([Ok::<_, std::io::Error>(bodies[index].clone())]));
-                client
-                    .post(&url)
-                    .header("content-type", "application/json; charset=utf-8")
-                    .header("x-azure-functions-invocationid", format!("{run_id}-{index}"))
-                    .body(chunked)
-            })
-        }
-    }
+/// The phase's figures, with what reached the queue compared to what was
+/// answered 2xx. In payload mode a 2xx is the status inside the host
+/// answer, so every answer is checked by its queued body rather than trusted.
+async fn checked(
+    name: &str,
+    samples: &[Sample],
+    elapsed: std::time::Duration,
+    topology: &Topology,
+    run: &str,
+) -> Phase {
+    let mut phase = Phase::from_samples(name, samples, elapsed);
+    let queued = topology.drain().await;
+    check_queue(&mut phase, samples, &queued, |index| webhooks::body(run, index));
+    phase
 }
 
-/// Compares what reached the queue with what was answered 2xx. In payload
-/// mode a 2xx is the status inside the host answer, so every answer is
-/// checked by its queued body rather than trusted.
-fn check_queue(phase: &mut Phase, samples: &[Sample], queued: &[Vec<u8>], body_of: impl Fn(usize) -> Vec<u8>) {
+fn check_queue(phase: &mut Phase, samples: &[Sample], queued: &[QueuedMessage], body_of: impl Fn(usize) -> Vec<u8>) {
     let mut on_queue: HashMap<&[u8], usize> = HashMap::new();
-    for payload in queued {
-        *on_queue.entry(payload.as_slice()).or_default() += 1;
+    for message in queued {
+        *on_queue.entry(message.body.as_slice()).or_default() += 1;
     }
     let mut matched = 0;
     for sample in samples {
         let body = body_of(sample.index);
         let found = on_queue.get(body.as_slice()).copied().unwrap_or(0);
         matched += found;
-        if sample.status.is_some_and(|s| (200..300).contains(&s)) && found == 0 {
+        if sample.answer.status.is_some_and(|s| (200..300).contains(&s)) && found == 0 {
             phase.lost += 1;
         }
     }
@@ -213,36 +256,71 @@ fn check_queue(phase: &mut Phase, samples: &[Sample], queued: &[Vec<u8>], body_o
     phase.extra = queued.len().saturating_sub(phase.ok + phase.altered);
 }
 
+/// The targets, checked against the medians.
+fn print_targets(options: &Options, medians: &HashMap<PhaseKind, Medians>) {
+    let figure = |kind: PhaseKind, f: &dyn Fn(&Medians) -> f64| medians.get(&kind).map_or(f64::NAN, f);
+    println!("\n## Targets (medians; the ratios are per run, against the same run's ceilings)\n");
+    for kind in [PhaseKind::AmqpForwarding, PhaseKind::AmqpPayload] {
+        let (to_http, to_amqp) = (figure(kind, &|m| m.to_http), figure(kind, &|m| m.to_amqp));
+        println!(
+            "- {}: {to_http:.2} × the direct HTTP ceiling (target at least 5): {}; {to_amqp:.2} × the direct AMQP publisher (target at least 0.8): {}",
+            kind.name(),
+            report::verdict(to_http, 5.0),
+            report::verdict(to_amqp, 0.8)
+        );
+    }
+    let lost: usize = medians.values().map(|m| m.lost).sum();
+    println!(
+        "- lost (answered 2xx, not on the queue) over every phase and run: {lost} (target 0): {}",
+        if lost == 0 { "MET" } else { "NOT MET" }
+    );
+    for kind in [
+        PhaseKind::HttpForwarding,
+        PhaseKind::HttpPayload,
+        PhaseKind::AmqpForwarding,
+        PhaseKind::AmqpPayload,
+    ] {
+        let (burst_s, rate) = (figure(kind, &|m| m.burst_s), figure(kind, &|m| m.rate));
+        if !burst_s.is_nan() {
+            println!(
+                "- the {}-webhook burst, {}: {burst_s:.1} s ({rate:.0} webhooks/s, median of {})",
+                options.requests,
+                kind.name(),
+                medians[&kind].runs
+            );
+        }
+    }
+}
+
 /// Many more connections than publish slots: every request must be answered
 /// (2xx, or 503 with Retry-After), none may hang, and memory must stay bounded.
-async fn overload(options: &Options) {
-    let topology = BenchTopology::declare("overload").await;
-    let handler = Handler::start(&topology.endpoint(), &[]).await;
+async fn overload(options: &Options, transport: Transport) {
+    let topology = Topology::declare_with_queue_arguments(json!({ "x-expires": 3_600_000 })).await;
+    let mut served = forwarder::start(&topology, transport).await;
     let client = load::client(options.overload_connections);
     let run_id = format!("overload-{}", uuid::Uuid::new_v4().simple());
-    let make = request_maker(
-        Mode::Forwarding,
-        &topology,
-        Some(handler.base.clone()),
-        run_id.clone(),
-        options.overload_requests,
-    );
-    let (samples, elapsed) = load::burst(&client, options.overload_requests, options.overload_connections, make).await;
-    let mut phase = Phase::from_samples("overload, forwarding mode", &samples, elapsed);
-    phase.peak_rss_mib = Some(handler.peak_rss_mib());
-    handler.stop().await;
-    check_queue(&mut phase, &samples, &topology.drain().await, |index| {
-        webhooks::body(&run_id, index)
-    });
-    topology.delete().await;
+    let base = format!("http://{}", served.addr);
+    let count = options.overload_requests;
+    let send = forwarder::requests(HostMode::Forwarding, &base, client, &run_id, count);
+    let (samples, elapsed) = load::burst(count, options.overload_connections, send).await;
+    let (name, over) = match transport {
+        Transport::Http => ("overload, forwarder over HTTP", "HTTP"),
+        Transport::Amqp => ("overload, forwarder over AMQP", "AMQP"),
+    };
+    let peak_rss_mib = served.process.peak_rss_kib() as f64 / 1024.0;
+    served.process.stop().await;
+    let mut phase = checked(name, &samples, elapsed, &topology, &run_id).await;
+    phase.peak_rss_mib = Some(peak_rss_mib);
+    let hung = samples.iter().filter(|s| s.answer.status.is_none()).count();
     println!(
-        "\noverload: {} requests from {} connections\n\n{}",
-        options.overload_requests,
-        options.overload_connections,
-        report::TABLE_HEADER
+        "\n## Overload, forwarder over {over}: {count} requests from {} connections at once (PublishConcurrency 64, PublishSlotWait 5 s)\n\n{TABLE_HEADER}",
+        options.overload_connections
     );
-    println!("{}", report::row("1", &phase, f64::NAN));
-    let hung = samples.iter().filter(|s| s.status.is_none()).count();
+    let none = Ceilings {
+        http: f64::NAN,
+        amqp: f64::NAN,
+    };
+    println!("{}", report::row("1", &phase, none));
     println!("\nunanswered (error or 120 s client timeout): {hung}");
 }
 
@@ -261,20 +339,12 @@ async fn machine_details() -> String {
         .lines()
         .next()
         .unwrap_or_default()
-        .to_owned();
-    let rabbitmq = reqwest::Client::new()
-        .get("http://127.0.0.1:15672/api/overview")
-        .basic_auth("guest", Some("guest"))
-        .send()
-        .await
-        .ok();
-    let version = match rabbitmq {
-        Some(r) => r
-            .json::<serde_json::Value>()
-            .await
-            .map(|v| v["rabbitmq_version"].to_string())
-            .unwrap_or_default(),
-        None => "unreachable".to_owned(),
-    };
-    format!("machine: {cores} cores ({cpu}), {memory}; RabbitMQ {version} on loopback")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    let (_, overview) = api_get("overview").await;
+    format!(
+        "machine: {cores} cores ({cpu}), {memory}; RabbitMQ {} on loopback, sharing the cores with the handler and the load generator",
+        overview["rabbitmq_version"].as_str().unwrap_or("unknown")
+    )
 }

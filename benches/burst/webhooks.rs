@@ -1,12 +1,17 @@
 //! The webhooks a burst sends: e-conomic-like form bodies, each unique, and
-//! the shapes they take on the wire in each mode.
+//! the shapes they take on the wire in each mode. The direct publishers
+//! send what the handler would: the product's own message format.
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as BASE64;
-use serde_json::json;
+use bytes::Bytes;
+use test_support::host::host_envelope;
+use webhook_forwarder::broker::message::Envelope;
+use webhook_forwarder::settings::broker::{DEFAULT_APP_ID, DEFAULT_ROUTING_KEY};
+use webhook_forwarder::webhook::Webhook;
 
 /// The function key every bench request carries (and that must not reach the queue).
 pub const FUNCTION_KEY: &str = "bench-function-key";
+/// The sender's content type, as e-conomic's legacy webhooks send it.
+pub const CONTENT_TYPE: &str = "application/x-www-form-urlencoded";
 
 /// Body of webhook `index` of run `run`: a "product updated" webhook with a
 /// unique nonce so every message can be matched on readback.
@@ -19,47 +24,37 @@ pub fn forwarding_path() -> String {
     format!("/api/WebhookForwarder?type=product&code={FUNCTION_KEY}")
 }
 
-/// The host's invocation JSON for `body` (payload mode).
-pub fn invocation(body: &[u8], index: usize) -> Vec<u8> {
-    let text = String::from_utf8(body.to_vec()).expect("bench bodies are text");
-    json!({
-        "Data": { "req": {
-            "Url": format!("https://bench.azurewebsites.net/api/WebhookForwarder?type=product&code={FUNCTION_KEY}"),
-            "Method": "POST",
-            "Query": { "type": "product", "code": FUNCTION_KEY },
-            "Headers": {
-                "Content-Type": ["application/x-www-form-urlencoded"],
-                "Content-Length": [body.len().to_string()],
-                "Host": ["bench.azurewebsites.net"],
-                "X-Forwarded-For": ["54.72.52.167:51234"]
-            },
-            "Params": {},
-            "Identities": [{ "AuthenticationType": "WebJobsAuthLevel", "IsAuthenticated": true, "Claims": [] }],
-            "Body": text
-        } },
-        "Metadata": { "sys": { "MethodName": "WebhookForwarder", "RandGuid": format!("bench-{index}") } }
-    })
+/// The host's invocation JSON for `body` (payload mode), as the test
+/// support builds it for every payload-mode test.
+pub fn invocation(body: &[u8]) -> Vec<u8> {
+    host_envelope(
+        "POST",
+        &format!("type=product&code={FUNCTION_KEY}"),
+        Some(CONTENT_TYPE),
+        body,
+    )
     .to_string()
     .into_bytes()
 }
 
-/// The publish request the handler would send for `body`: the direct
-/// ceiling publishes exactly this to the broker.
-pub fn publish_request(body: &[u8], index: usize) -> Vec<u8> {
-    let payload = String::from_utf8(body.to_vec()).unwrap_or_else(|_| BASE64.encode(body));
-    json!({
-        "properties": {
-            "delivery_mode": 2,
-            "content_type": "application/x-www-form-urlencoded",
-            "message_id": format!("direct-{index}"),
-            "timestamp": 1_795_950_000u64,
-            "app_id": "e-conomic-webhook-forwarder",
-            "headers": { "x-http-method": "POST", "x-http-query": "type=product" }
-        },
-        "routing_key": "webhook",
-        "payload": payload,
-        "payload_encoding": "string"
-    })
-    .to_string()
-    .into_bytes()
+/// The webhook the handler builds from webhook `index` of run `run`.
+pub fn webhook(run: &str, index: usize) -> Webhook {
+    Webhook {
+        message_id: format!("{run}-{index}"),
+        method: "POST".to_owned(),
+        content_type: Some(CONTENT_TYPE.to_owned()),
+        query: "type=product".to_owned(),
+        body: Bytes::from(body(run, index)),
+    }
+}
+
+/// What every message carries besides the webhook, as the handler sets it.
+pub fn envelope() -> Envelope<'static> {
+    Envelope {
+        routing_key: DEFAULT_ROUTING_KEY,
+        app_id: DEFAULT_APP_ID,
+        timestamp: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+    }
 }

@@ -1,9 +1,10 @@
-//! Everything that knows RabbitMQ: where it is ([`url`], [`http`]), what a
-//! queued webhook looks like ([`message`]), what must exist on it
-//! ([`topology`]), and the management API that declares and checks that
-//! ([`management`]). The publish transports build on these in
+//! Everything that knows RabbitMQ: where it is ([`url`], [`http`]), how to
+//! open an AMQP connection to it ([`amqp`]), what a queued webhook looks
+//! like ([`message`]), what must exist on it ([`topology`]), and the
+//! management API that declares and checks that ([`management`]). The publish transports build on these in
 //! [`crate::publish`]; the relay reads with them.
 
+pub mod amqp;
 pub mod http;
 pub mod management;
 pub mod message;

@@ -62,17 +62,19 @@ pub async fn bind(
         settings.limits.max_body_bytes.get(),
         Admission::new(settings.source_checks.clone()),
     ));
-    let routes = routes::routes(forwarder);
-    Ok((
-        addr,
-        serve(
-            listener,
-            routes,
-            settings.header_read_timeout,
-            shutdown,
-            settings.shutdown_grace,
-        ),
-    ))
+    let routes = routes::routes(forwarder.clone());
+    let server = serve(
+        listener,
+        routes,
+        settings.header_read_timeout,
+        shutdown,
+        settings.shutdown_grace,
+    );
+    Ok((addr, async move {
+        server.await;
+        // No request is in flight any more: the broker connection can go.
+        forwarder.publisher().transport().close().await;
+    }))
 }
 
 async fn serve<F, R>(

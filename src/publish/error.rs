@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-/// A publish that did not end in `{"routed":true}`.
+/// A publish the broker did not confirm as routed: neither `{"routed":true}`
+/// (HTTP) nor a `basic.ack` without a `basic.return` (AMQP).
 ///
 /// The `Display` text is the actionable log line. It never holds the auth
 /// header or the password: only names the operator needs to fix things.
@@ -18,7 +19,8 @@ pub enum PublishError {
         /// How long the request waited.
         waited: Duration,
     },
-    /// The broker answered `{"routed":false}`: the message was dropped.
+    /// The broker answered `{"routed":false}` (HTTP) or returned the message
+    /// (`basic.return`, AMQP): no queue took it, it was dropped.
     #[error(
         "the broker DROPPED the message: no queue is bound to exchange {exchange:?} in vhost {vhost:?} with routing key {routing_key:?}; bind a durable queue to it (`handler setup` does)"
     )]
@@ -87,6 +89,44 @@ pub enum PublishError {
         "the endpoint answered 200 without a routed verdict; is AmqpEndpoint the RabbitMQ management API's .../publish URL?"
     )]
     UnexpectedAnswer,
+    /// AMQP: the broker would not take the message (`basic.nack`): a queue
+    /// at its length limit with `reject-publish`, or the broker short of
+    /// resources; worth retrying, as the queue may drain.
+    #[error(
+        "the broker refused to take the message (basic.nack): a queue may be full (x-max-length with reject-publish) or the broker short of memory or disk"
+    )]
+    Nacked,
+    /// AMQP: the broker refused the login (`ACCESS_REFUSED`).
+    #[error(
+        "the broker refused the credentials of user {user:?} over AMQP (ACCESS_REFUSED); check the user name and password in setting {setting}"
+    )]
+    LoginRefused {
+        /// The user in the URL.
+        user: String,
+        /// The setting the credentials came from.
+        setting: &'static str,
+    },
+    /// AMQP: the broker refused the vhost (`NOT_ALLOWED`): it does not exist,
+    /// the user may not use it, or its connection limit is reached. Worth
+    /// retrying: a connection limit frees up, and a starting broker may
+    /// refuse a vhost that is not up yet.
+    #[error(
+        "the broker refused user {user:?} the vhost {vhost:?} (NOT_ALLOWED: {reason}); check the vhost in setting {setting}, the user's permissions and the vhost's connection limit"
+    )]
+    VhostRefused {
+        /// The vhost.
+        vhost: String,
+        /// The user in the URL.
+        user: String,
+        /// The broker's words.
+        reason: String,
+        /// The setting the vhost came from.
+        setting: &'static str,
+    },
+    /// AMQP: no connection to the broker yet, or it was lost; the transport
+    /// reconnects in the background.
+    #[error("not connected to the broker ({0}); reconnecting in the background")]
+    NotConnected(String),
     /// No answer within the attempt timeout (the confirm can hang).
     #[error("no answer from the broker within {0:?}")]
     Timeout(Duration),
@@ -107,9 +147,10 @@ pub enum PublishError {
 
 impl PublishError {
     /// Whether another attempt may succeed: network trouble, timeouts, 5xx,
-    /// 429, and "not found": while a restarted broker recovers its
-    /// definitions, its API answers that the exchange does not exist for a
-    /// few seconds (seen with RabbitMQ 3.10), and callers should wait that out.
+    /// 429, a lost AMQP connection, a nack, a refused vhost, and "not found":
+    /// while a restarted broker recovers its definitions, its API answers
+    /// that the exchange does not exist for a few seconds (seen with RabbitMQ
+    /// 3.10), and callers should wait that out.
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
@@ -118,6 +159,9 @@ impl PublishError {
                 | Self::Transport(_)
                 | Self::NotFound { .. }
                 | Self::ConnectionRefused { .. }
+                | Self::Nacked
+                | Self::VhostRefused { .. }
+                | Self::NotConnected(_)
         )
     }
 }
@@ -163,6 +207,15 @@ mod tests {
             .is_transient()
         );
         assert!(PublishError::ConnectionRefused { user: "u".into() }.is_transient());
+        assert!(PublishError::Nacked.is_transient());
+        assert!(PublishError::NotConnected("refused".into()).is_transient());
+        assert!(
+            !PublishError::LoginRefused {
+                user: "u".into(),
+                setting: "AmqpUrl",
+            }
+            .is_transient()
+        );
         assert!(
             !PublishError::Unauthorized {
                 user: "u".into(),

@@ -148,6 +148,7 @@ mod tests {
 
     fn broker() -> BrokerSettings {
         BrokerSettings {
+            transport: crate::settings::broker::PublishTransport::Http,
             endpoint: PublishEndpoint::parse("http://h/api/exchanges/%2F/ex/publish").unwrap(),
             credentials: Credentials::from_auth_header("eDp5").unwrap(),
             amqp_url: None,

@@ -4,9 +4,11 @@
 //! deadline, each attempt under its own timeout; success means the broker
 //! confirmed the message, nothing less.
 //!
-//! A transport is one file behind [`Transport::attempt`]: today the HTTP
-//! publish endpoint ([`http`]).
+//! A transport sits behind [`Transport::attempt`]: the HTTP publish
+//! endpoint ([`http`], the default) or AMQP with publisher confirms over one
+//! long-lived connection ([`amqp`]); the setting `PublishTransport` chooses.
 
+pub mod amqp;
 pub mod error;
 pub mod http;
 
@@ -20,7 +22,7 @@ pub use error::PublishError;
 
 use crate::broker::http::BadAuthHeader;
 use crate::broker::message::Envelope;
-use crate::settings::{BrokerSettings, Limits};
+use crate::settings::{BrokerSettings, Limits, PublishTransport};
 use crate::webhook::Webhook;
 
 /// A publish the broker confirmed.
@@ -43,9 +45,13 @@ pub enum PublisherBuildError {
 
 /// How messages reach the broker.
 #[derive(Debug)]
+// Built once per process: the size difference of the variants costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Transport {
     /// RabbitMQ's HTTP publish endpoint.
     Http(http::HttpTransport),
+    /// AMQP 0-9-1 with publisher confirms.
+    Amqp(amqp::AmqpTransport),
 }
 
 impl Transport {
@@ -54,6 +60,7 @@ impl Transport {
     async fn attempt(&self, webhook: &Webhook, envelope: Envelope<'_>, timeout: Duration) -> Result<(), PublishError> {
         match self {
             Self::Http(http) => http.attempt(webhook, envelope, timeout).await,
+            Self::Amqp(amqp) => amqp.attempt(webhook, envelope, timeout).await,
         }
     }
 
@@ -67,6 +74,16 @@ impl Transport {
                     endpoint.exchange, endpoint.vhost, endpoint.url
                 )
             }
+            Self::Amqp(amqp) => amqp.describe(),
+        }
+    }
+
+    /// Lets go of the broker at shutdown: the AMQP connection is closed
+    /// cleanly; the HTTP transport holds nothing worth closing.
+    pub async fn close(&self) {
+        match self {
+            Self::Http(_) => {}
+            Self::Amqp(amqp) => amqp.close().await,
         }
     }
 }
@@ -85,11 +102,21 @@ pub struct Publisher {
 }
 
 impl Publisher {
-    /// Builds the transport the settings choose.
+    /// Builds the transport the settings choose. The AMQP transport starts
+    /// connecting in the background (this needs a Tokio runtime).
     pub fn new(broker: BrokerSettings, limits: Limits) -> Result<Self, PublisherBuildError> {
         let (routing_key, app_id) = (broker.routing_key.clone(), broker.app_id.clone());
         let exchange = broker.endpoint.exchange.clone();
-        let transport = Transport::Http(http::HttpTransport::new(broker, &limits)?);
+        let transport = match &broker.transport {
+            PublishTransport::Http => Transport::Http(http::HttpTransport::new(broker, &limits)?),
+            PublishTransport::Amqp { url, connection_name } => Transport::Amqp(amqp::AmqpTransport::start(
+                url.clone(),
+                connection_name.clone(),
+                exchange.clone(),
+                routing_key.clone(),
+                limits.publish_concurrency.get(),
+            )),
+        };
         Ok(Self {
             transport,
             routing_key,

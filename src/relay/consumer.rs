@@ -17,7 +17,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use backon::{BackoffBuilder, ExponentialBuilder};
 use futures_util::StreamExt;
 use lapin::options::{
     BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, ExchangeDeclareOptions, QueueDeclareOptions,
@@ -30,10 +29,11 @@ use tokio_util::task::AbortOnDropHandle;
 use tracing::{error, info, warn};
 
 use super::RelayError;
-use super::connection::connect;
 use super::dead_letter::{DeadLetters, is_not_found};
 use super::options::RelayOptions;
 use super::worker::{self, Shared};
+use crate::broker;
+use crate::broker::amqp::reconnect_delays;
 use crate::broker::topology::dead_letter_name;
 
 /// How long closing the connection may take at the end.
@@ -75,17 +75,6 @@ pub async fn consume(options: &RelayOptions, shared: Arc<Shared>, stop: Cancella
     }
 }
 
-/// 200 ms doubling to 5 s, with jitter, forever: a broker restart takes
-/// seconds, and a relay that gave up would need a person to restart it.
-fn reconnect_delays() -> impl Iterator<Item = Duration> {
-    ExponentialBuilder::new()
-        .with_min_delay(Duration::from_millis(200))
-        .with_max_delay(Duration::from_secs(5))
-        .with_jitter()
-        .without_max_times()
-        .build()
-}
-
 /// How a session ended.
 enum Ended {
     /// `stop` fired; in-flight deliveries were drained.
@@ -108,7 +97,8 @@ impl Session {
         let url = &options.amqp_url;
         let amqp = |source: lapin::Error| RelayError::from_amqp(url, &source);
         // Named after the queue, so the management UI tells relays apart.
-        let connection = Arc::new(connect(url, format!("webhook-relay: {}", options.queue)).await?);
+        let name = format!("webhook-relay: {}", options.queue);
+        let connection = Arc::new(broker::amqp::connect(url, &name).await?);
         let channel = connection.create_channel().await.map_err(amqp)?;
         channel
             .basic_qos(options.prefetch, BasicQosOptions::default())

@@ -36,6 +36,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
+use crate::broker::amqp::ConnectError;
 use crate::broker::{AmqpUrl, AmqpUrlError};
 
 pub use metrics::Snapshot;
@@ -138,22 +139,17 @@ impl RelayError {
     /// Names what the broker refused, when it said so, instead of the AMQP
     /// client's raw text.
     pub fn from_amqp(url: &AmqpUrl, error: &lapin::Error) -> Self {
-        let code = match error.kind() {
-            lapin::ErrorKind::ProtocolError(e) => Some(e.get_id()),
-            _ => None,
-        };
-        let (shown, user) = (url.to_string(), url.user().to_owned());
-        match code {
-            Some(403) => Self::Refused { url: shown, user },
-            Some(530) => Self::VhostNotAllowed {
-                url: shown,
-                vhost: url.vhost().to_owned(),
-                user,
-            },
-            _ => Self::Amqp {
-                url: shown,
-                detail: url.redact(&error.to_string()),
-            },
+        ConnectError::from_lapin(url, error).into()
+    }
+}
+
+impl From<ConnectError> for RelayError {
+    fn from(error: ConnectError) -> Self {
+        match error {
+            ConnectError::Refused { url, user } => Self::Refused { url, user },
+            ConnectError::VhostNotAllowed { url, vhost, user, .. } => Self::VhostNotAllowed { url, vhost, user },
+            ConnectError::Timeout { url, after } => Self::ConnectTimeout { url, after },
+            ConnectError::Failed { url, detail } => Self::Amqp { url, detail },
         }
     }
 }

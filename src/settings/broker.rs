@@ -1,10 +1,17 @@
-//! Where and how to reach the broker: the publish endpoint and the
-//! credentials, either given as the seed's `AmqpEndpoint` + `AmqpAuthHeader`
-//! or derived from the `AmqpUrl` CloudAMQP shows (the explicit settings win).
+//! Where and how to reach the broker: the transport (`PublishTransport`),
+//! the publish endpoint and the credentials. Over HTTP (the default) they are
+//! the seed's `AmqpEndpoint` + `AmqpAuthHeader` or derived from the `AmqpUrl`
+//! CloudAMQP shows (the explicit settings win); over AMQP, everything comes
+//! from `AmqpUrl` and `AmqpExchange`.
 
 use super::SettingsError;
 use crate::broker::AmqpUrl;
+use crate::broker::amqp::connection_name;
 use crate::broker::http::{Credentials, PublishEndpoint};
+
+/// What the AMQP transport's connection is called in the management UI,
+/// before the app and instance (see [`connection_name`]).
+pub const CONNECTION_ROLE: &str = "webhook-forwarder";
 
 /// The exchange the seed declares, used with `AmqpUrl` when `AmqpExchange` is not set.
 pub const DEFAULT_EXCHANGE: &str = "e-conomic.direct";
@@ -13,10 +20,27 @@ pub const DEFAULT_ROUTING_KEY: &str = "webhook";
 /// `app_id` of every published message unless `AmqpAppId` says otherwise.
 pub const DEFAULT_APP_ID: &str = "e-conomic-webhook-forwarder";
 
+/// How webhooks reach the broker: the `PublishTransport` setting.
+#[derive(Debug, Clone)]
+pub enum PublishTransport {
+    /// RabbitMQ's HTTP publish endpoint (`http`, the default).
+    Http,
+    /// AMQP 0-9-1 with publisher confirms over one long-lived connection (`amqp`).
+    Amqp {
+        /// The broker, from `AmqpUrl`.
+        url: AmqpUrl,
+        /// The connection's name in the management UI: the app and the instance.
+        connection_name: String,
+    },
+}
+
 /// Where webhooks are published and what goes into each message.
 #[derive(Debug, Clone)]
 pub struct BrokerSettings {
-    /// The HTTP publish endpoint, with the management API beside it.
+    /// How messages reach the broker.
+    pub transport: PublishTransport,
+    /// The HTTP publish endpoint, with the management API beside it (over
+    /// AMQP, the management API is used by `handler setup` and `check` only).
     pub endpoint: PublishEndpoint,
     /// Who the management API is asked as.
     pub credentials: Credentials,
@@ -34,6 +58,12 @@ const ENDPOINT_HINT: &str = "set AmqpUrl to the AMQP URL on the CloudAMQP detail
      (locally http://127.0.0.1:15672/api/exchanges/%2F/e-conomic.direct/publish)";
 const AUTH_HINT: &str = "set it to base64(\"<user>:<password>\"), with or without the \"Basic \" prefix \
      (`handler auth-header` prints it), or set AmqpUrl instead";
+const TRANSPORT_HINT: &str = "set it to http (the default: the management API's publish endpoint) \
+     or amqp (AMQP with publisher confirms to the broker AmqpUrl names)";
+const AMQP_NEEDS_URL_HINT: &str = "PublishTransport=amqp publishes to the broker it names: set it to the AMQP URL \
+     on the CloudAMQP details page, amqps://<user>:<password>@<host>/<vhost> (locally amqp://guest:guest@127.0.0.1/)";
+const AMQP_ONLY_HINT: &str = "with PublishTransport=amqp the broker, the vhost and the credentials come from AmqpUrl \
+     and the exchange from AmqpExchange: remove AmqpEndpoint and AmqpAuthHeader, or set PublishTransport=http";
 /// How to write `AmqpUrl`, for its errors (the relay's too).
 pub const AMQP_URL_HINT: &str = "set it to the AMQP URL on the CloudAMQP details page, \
      amqps://<user>:<password>@<host>/<vhost> (locally amqp://guest:guest@127.0.0.1/)";
@@ -41,52 +71,28 @@ pub const AMQP_URL_HINT: &str = "set it to the AMQP URL on the CloudAMQP details
 impl BrokerSettings {
     /// Reads the broker settings through `get` (trimmed, empty = absent).
     pub(super) fn from_lookup(get: &dyn Fn(&str) -> Option<String>) -> Result<Self, SettingsError> {
-        // AmqpUrl is read only when an explicit setting is missing: it is the
-        // easy way in, and the explicit settings override it.
-        let explicit_endpoint = get("AmqpEndpoint");
-        let explicit_auth = get("AmqpAuthHeader");
-        let amqp_url = match (&explicit_endpoint, &explicit_auth) {
-            (Some(_), Some(_)) => None,
-            _ => get("AmqpUrl").map(|raw| parse_amqp_url(&raw)).transpose()?,
-        };
-
-        let endpoint = match (explicit_endpoint, &amqp_url) {
-            (Some(raw), _) => PublishEndpoint::parse(&raw).map_err(|problem| SettingsError::Invalid {
-                name: "AmqpEndpoint",
-                problem,
-                hint: ENDPOINT_HINT,
-            })?,
-            (None, Some(amqp)) => {
-                let base = match get("AmqpManagementUrl") {
-                    Some(raw) => parse_management_url(&raw)?,
-                    None => amqp.management_base(),
+        let (transport, endpoint, credentials, amqp_url) = match parse_transport(get("PublishTransport"))? {
+            Kind::Http => {
+                let (endpoint, credentials, amqp_url) = http_broker(get)?;
+                (PublishTransport::Http, endpoint, credentials, amqp_url)
+            }
+            Kind::Amqp => {
+                let url = amqp_broker_url(get)?;
+                let name = connection_name(
+                    CONNECTION_ROLE,
+                    get("WEBSITE_SITE_NAME").as_deref(),
+                    get("WEBSITE_INSTANCE_ID").as_deref(),
+                );
+                let transport = PublishTransport::Amqp {
+                    url: url.clone(),
+                    connection_name: name,
                 };
-                let exchange = get("AmqpExchange").unwrap_or_else(|| DEFAULT_EXCHANGE.to_owned());
-                PublishEndpoint::from_amqp_url_at(amqp, base, &exchange)
-            }
-            (None, None) => {
-                return Err(SettingsError::Missing {
-                    name: "AmqpEndpoint",
-                    hint: ENDPOINT_HINT,
-                });
+                let endpoint = derived_endpoint(get, &url)?;
+                (transport, endpoint, Credentials::from_amqp_url(&url), Some(url))
             }
         };
-        let credentials = match (explicit_auth, &amqp_url) {
-            (Some(raw), _) => Credentials::from_auth_header(&raw).map_err(|problem| SettingsError::Invalid {
-                name: "AmqpAuthHeader",
-                problem: problem.to_owned(),
-                hint: AUTH_HINT,
-            })?,
-            (None, Some(amqp)) => Credentials::from_amqp_url(amqp),
-            (None, None) => {
-                return Err(SettingsError::Missing {
-                    name: "AmqpAuthHeader",
-                    hint: AUTH_HINT,
-                });
-            }
-        };
-
         Ok(BrokerSettings {
+            transport,
             endpoint,
             credentials,
             amqp_url,
@@ -94,6 +100,101 @@ impl BrokerSettings {
             app_id: get("AmqpAppId").unwrap_or_else(|| DEFAULT_APP_ID.to_owned()),
         })
     }
+}
+
+/// The two values `PublishTransport` takes.
+enum Kind {
+    Http,
+    Amqp,
+}
+
+/// `http` (the default) or `amqp`, in any case.
+fn parse_transport(raw: Option<String>) -> Result<Kind, SettingsError> {
+    match raw.map(|raw| raw.to_ascii_lowercase()).as_deref() {
+        None | Some("http") => Ok(Kind::Http),
+        Some("amqp") => Ok(Kind::Amqp),
+        Some(other) => Err(SettingsError::Invalid {
+            name: "PublishTransport",
+            problem: format!("{other:?} is not http or amqp"),
+            hint: TRANSPORT_HINT,
+        }),
+    }
+}
+
+/// Over AMQP, `AmqpUrl` is the broker, and the HTTP-only settings would only
+/// name a second, possibly different, exchange or user: refused.
+fn amqp_broker_url(get: &dyn Fn(&str) -> Option<String>) -> Result<AmqpUrl, SettingsError> {
+    for name in ["AmqpEndpoint", "AmqpAuthHeader"] {
+        if get(name).is_some() {
+            return Err(SettingsError::Invalid {
+                name,
+                problem: "it is set, but PublishTransport=amqp does not use it".to_owned(),
+                hint: AMQP_ONLY_HINT,
+            });
+        }
+    }
+    match get("AmqpUrl") {
+        Some(raw) => parse_amqp_url(&raw),
+        None => Err(SettingsError::Missing {
+            name: "AmqpUrl",
+            hint: AMQP_NEEDS_URL_HINT,
+        }),
+    }
+}
+
+/// Over HTTP: the endpoint, the credentials and `AmqpUrl` if it was used.
+fn http_broker(
+    get: &dyn Fn(&str) -> Option<String>,
+) -> Result<(PublishEndpoint, Credentials, Option<AmqpUrl>), SettingsError> {
+    // AmqpUrl is read only when an explicit setting is missing: it is the
+    // easy way in, and the explicit settings override it.
+    let explicit_endpoint = get("AmqpEndpoint");
+    let explicit_auth = get("AmqpAuthHeader");
+    let amqp_url = match (&explicit_endpoint, &explicit_auth) {
+        (Some(_), Some(_)) => None,
+        _ => get("AmqpUrl").map(|raw| parse_amqp_url(&raw)).transpose()?,
+    };
+
+    let endpoint = match (explicit_endpoint, &amqp_url) {
+        (Some(raw), _) => PublishEndpoint::parse(&raw).map_err(|problem| SettingsError::Invalid {
+            name: "AmqpEndpoint",
+            problem,
+            hint: ENDPOINT_HINT,
+        })?,
+        (None, Some(amqp)) => derived_endpoint(get, amqp)?,
+        (None, None) => {
+            return Err(SettingsError::Missing {
+                name: "AmqpEndpoint",
+                hint: ENDPOINT_HINT,
+            });
+        }
+    };
+    let credentials = match (explicit_auth, &amqp_url) {
+        (Some(raw), _) => Credentials::from_auth_header(&raw).map_err(|problem| SettingsError::Invalid {
+            name: "AmqpAuthHeader",
+            problem: problem.to_owned(),
+            hint: AUTH_HINT,
+        })?,
+        (None, Some(amqp)) => Credentials::from_amqp_url(amqp),
+        (None, None) => {
+            return Err(SettingsError::Missing {
+                name: "AmqpAuthHeader",
+                hint: AUTH_HINT,
+            });
+        }
+    };
+    Ok((endpoint, credentials, amqp_url))
+}
+
+/// The publish endpoint (and so the management API) of the broker `AmqpUrl`
+/// names, for the exchange `AmqpExchange`; `AmqpManagementUrl` moves the API.
+fn derived_endpoint(get: &dyn Fn(&str) -> Option<String>, amqp: &AmqpUrl) -> Result<PublishEndpoint, SettingsError> {
+    let base = match get("AmqpManagementUrl") {
+        Some(raw) => parse_management_url(&raw)?,
+        None => amqp.management_base(),
+    };
+    let exchange = get("AmqpExchange").unwrap_or_else(|| DEFAULT_EXCHANGE.to_owned());
+    Ok(PublishEndpoint::from_amqp_url_at(amqp, base, &exchange))
 }
 
 /// Parses `AmqpManagementUrl`: where the management API is when it is not
@@ -255,6 +356,69 @@ mod tests {
             ("AmqpAuthHeader", AUTH),
         ];
         assert!(broker(&pairs).is_ok());
+    }
+
+    #[test]
+    fn the_transport_is_http_unless_amqp_is_asked_for() {
+        let b = broker(&[("AmqpEndpoint", LOCAL_ENDPOINT), ("AmqpAuthHeader", AUTH)]).unwrap();
+        assert!(matches!(b.transport, PublishTransport::Http));
+        let pairs = [
+            ("PublishTransport", "HTTP"),
+            ("AmqpEndpoint", LOCAL_ENDPOINT),
+            ("AmqpAuthHeader", AUTH),
+        ];
+        assert!(matches!(broker(&pairs).unwrap().transport, PublishTransport::Http));
+        let err = error_for(&[("PublishTransport", "kafka"), ("AmqpUrl", "amqp://u:p@h/")]);
+        assert!(
+            err.starts_with("setting PublishTransport is invalid: \"kafka\" is not http or amqp"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn amqp_takes_the_broker_from_amqp_url_and_the_exchange_from_amqp_exchange() {
+        let b = broker(&[
+            ("PublishTransport", "amqp"),
+            ("AmqpUrl", "amqps://user:pa55@host.example/vh"),
+            ("AmqpExchange", "other.direct"),
+            ("AmqpRoutingKey", "rk"),
+            ("WEBSITE_SITE_NAME", "my-app"),
+            ("WEBSITE_INSTANCE_ID", "0a1b"),
+        ])
+        .unwrap();
+        let PublishTransport::Amqp { url, connection_name } = &b.transport else {
+            panic!("not amqp: {:?}", b.transport)
+        };
+        assert_eq!(url.to_string(), "amqps://user:***@host.example/vh");
+        assert_eq!(connection_name, "webhook-forwarder: my-app instance 0a1b");
+        assert_eq!(
+            (b.endpoint.vhost.as_str(), b.endpoint.exchange.as_str()),
+            ("vh", "other.direct")
+        );
+        assert_eq!(b.routing_key, "rk");
+        assert_eq!(b.credentials.setting, "AmqpUrl");
+        let b = broker(&[("PublishTransport", "amqp"), ("AmqpUrl", "amqp://u:p@h/")]).unwrap();
+        assert_eq!(b.endpoint.exchange, "e-conomic.direct");
+    }
+
+    #[test]
+    fn amqp_without_amqp_url_names_it() {
+        let err = error_for(&[("PublishTransport", "amqp")]);
+        assert!(
+            err.starts_with("setting AmqpUrl is missing: PublishTransport=amqp"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn amqp_refuses_the_http_only_settings_naming_them() {
+        let url = ("AmqpUrl", "amqp://u:s3cret@h/");
+        let err = error_for(&[("PublishTransport", "amqp"), url, ("AmqpEndpoint", LOCAL_ENDPOINT)]);
+        assert!(err.starts_with("setting AmqpEndpoint is invalid"), "{err}");
+        assert!(err.contains("PublishTransport=amqp"), "{err}");
+        let err = error_for(&[("PublishTransport", "amqp"), url, ("AmqpAuthHeader", AUTH)]);
+        assert!(err.starts_with("setting AmqpAuthHeader is invalid"), "{err}");
+        assert!(!err.contains("s3cret") && !err.contains(AUTH), "{err}");
     }
 
     #[test]

@@ -17,7 +17,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::num::NonZeroUsize;
 use std::time::Duration;
 
-pub use broker::{BrokerSettings, parse_amqp_url};
+pub use broker::{BrokerSettings, PublishTransport, parse_amqp_url};
 pub use error::SettingsError;
 pub use sources::{SourceChecks, parse_networks};
 

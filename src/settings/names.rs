@@ -4,6 +4,7 @@
 
 /// Every app setting `handler` reads (the Functions host's own variables aside).
 pub const KNOWN: &[&str] = &[
+    "PublishTransport",
     "AmqpUrl",
     "AmqpManagementUrl",
     "AmqpEndpoint",

@@ -7,8 +7,8 @@ use reqwest::Method;
 use serde_json::json;
 
 use test_support::assert_no_secret;
-use test_support::broker::{Topology, api_send};
-use test_support::process::run_to_end;
+use test_support::broker::{TestUser, Topology, api_send};
+use test_support::process::{Finished, run_to_end};
 
 async fn set_up(names: &Topology) {
     let run = run_to_end(&["setup", "--queue", &names.queue], &names.settings(), "").await;
@@ -225,4 +225,88 @@ async fn check_warns_about_a_host_json_in_payload_mode() {
         run.output()
     );
     assert!(!run.stdout.contains("AllowedSourceNetworks"), "{}", run.output());
+}
+
+// ---- PublishTransport=amqp: the AMQP path, then the management API ------------
+
+/// Asserts that the checklist (stdout) has `line`.
+fn assert_listed(run: &Finished, line: &str) {
+    assert!(run.stdout.contains(line), "no {line:?} in:\n{}", run.output());
+}
+
+#[tokio::test]
+async fn check_over_amqp_connects_as_the_transport_does_and_passes_after_setup() {
+    let names = Topology::names();
+    set_up(&names).await;
+
+    let run = run_to_end(&["check"], &names.amqp_transport_settings(), "").await;
+
+    assert!(run.status.success(), "{}", run.output());
+    for line in [
+        "over AMQP at amqp://guest:***@127.0.0.1/".to_owned(),
+        "[ok]   connected over AMQP to amqp://guest:***@127.0.0.1/ as user \"guest\" (heartbeat 30 s".to_owned(),
+        format!(
+            "[ok]   exchange \"{}\" exists in vhost \"/\" (seen over AMQP)",
+            names.exchange
+        ),
+        format!("[ok]   queue \"{}\" is bound with routing key \"webhook\"", names.queue),
+        "check passed".to_owned(),
+    ] {
+        assert_listed(&run, &line);
+    }
+    assert!(names.take_all().await.is_empty(), "check published");
+}
+
+#[tokio::test]
+async fn check_over_amqp_fails_when_the_exchange_does_not_exist() {
+    let names = Topology::names();
+
+    let run = run_to_end(&["check"], &names.amqp_transport_settings(), "").await;
+
+    assert!(!run.status.success(), "{}", run.output());
+    let missing = format!(
+        "[FAIL] exchange \"{}\" does not exist in vhost \"/\": run `handler setup`",
+        names.exchange
+    );
+    assert_listed(&run, &missing);
+}
+
+#[tokio::test]
+async fn check_over_amqp_with_a_wrong_password_fails_without_printing_it() {
+    let names = Topology::names();
+    let settings = names
+        .amqp_transport_settings()
+        .with("AmqpUrl", "amqp://guest:wr0ng-amqp-pa55@127.0.0.1/");
+
+    let run = run_to_end(&["check"], &settings, "").await;
+
+    assert!(!run.status.success());
+    assert_listed(
+        &run,
+        "[FAIL] the broker at amqp://guest:***@127.0.0.1/ refused the credentials of user \"guest\" (ACCESS_REFUSED): fix the user name or password in setting AmqpUrl",
+    );
+    assert_no_secret(&run.output(), &["wr0ng-amqp-pa55"]);
+}
+
+#[tokio::test]
+async fn check_over_amqp_says_what_it_could_not_verify_when_the_management_api_refuses() {
+    // A user AMQP accepts but the management API does not (no management tag).
+    let names = Topology::names();
+    set_up(&names).await;
+    let user = TestUser::create("").await;
+    let settings = names.amqp_transport_settings().with("AmqpUrl", user.amqp_url());
+
+    let run = run_to_end(&["check"], &settings, "").await;
+
+    assert!(!run.status.success(), "not verified is not passed:\n{}", run.output());
+    assert_listed(&run, "[ok]   connected over AMQP");
+    assert_listed(&run, "[warn] NOT VERIFIED: the bindings and queues");
+    assert!(
+        run.stderr.contains(
+            "check incomplete: the AMQP connection and the exchange are fine, but whether a durable queue is bound"
+        ),
+        "{}",
+        run.output()
+    );
+    assert_no_secret(&run.output(), &[&user.password]);
 }

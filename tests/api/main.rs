@@ -7,6 +7,8 @@
 // Test code: a panic is a failed test.
 #![allow(clippy::unwrap_used)]
 
+mod amqp_connection;
+mod amqp_transport;
 mod amqp_url;
 mod app;
 mod broker_answers;

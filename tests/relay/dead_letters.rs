@@ -8,12 +8,12 @@ use std::time::Duration;
 
 use serde_json::Value;
 use test_support::AppSettings;
-use test_support::broker::{AMQP_URL, TestMessage, Topology};
+use test_support::broker::{TestMessage, Topology, amqp_url};
 use test_support::process::{Finished, Handler, run_to_end};
 use test_support::target::{Answer, TestTarget, wait_until_drained};
 
 async fn dead_letter(args: &[&str]) -> Finished {
-    let settings = AppSettings::new().with("AmqpUrl", AMQP_URL);
+    let settings = AppSettings::new().with("AmqpUrl", amqp_url());
     run_to_end(&[&["dead-letter"], args].concat(), &settings, "").await
 }
 

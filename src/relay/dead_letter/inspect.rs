@@ -11,9 +11,10 @@ use lapin::options::{BasicGetOptions, BasicNackOptions};
 
 use super::headers::Entry;
 use crate::broker::AmqpUrl;
+use crate::broker::amqp::connect;
 use crate::broker::topology::dead_letter_name;
 use crate::relay::RelayError;
-use crate::relay::connection::{connect, ready_messages};
+use crate::relay::connection::ready_messages;
 
 /// What `list` found.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -30,7 +31,7 @@ pub struct Listing {
 /// leaves every one where it was.
 pub async fn list(url: &AmqpUrl, queue: &str, limit: usize) -> Result<Listing, RelayError> {
     let dead_letter = dead_letter_name(queue);
-    let connection = connect(url, format!("handler dead-letter list: {queue}")).await?;
+    let connection = connect(url, &format!("handler dead-letter list: {queue}")).await?;
     let amqp = |e: lapin::Error| RelayError::from_amqp(url, &e);
     let channel = connection.create_channel().await.map_err(amqp)?;
     let count = ready_messages(&channel, &dead_letter)
@@ -69,7 +70,7 @@ pub async fn list(url: &AmqpUrl, queue: &str, limit: usize) -> Result<Listing, R
 
 /// How many dead letters `queue` has.
 pub async fn count(url: &AmqpUrl, queue: &str) -> Result<u32, RelayError> {
-    let connection = connect(url, format!("handler dead-letter: {queue}")).await?;
+    let connection = connect(url, &format!("handler dead-letter: {queue}")).await?;
     let amqp = |e: lapin::Error| RelayError::from_amqp(url, &e);
     let channel = connection.create_channel().await.map_err(amqp)?;
     let count = ready_messages(&channel, &dead_letter_name(queue)).await.map_err(amqp)?;

@@ -16,9 +16,10 @@ use lapin::options::{
 
 use super::headers::replayed;
 use crate::broker::AmqpUrl;
+use crate::broker::amqp::connect;
 use crate::broker::topology::dead_letter_name;
 use crate::relay::RelayError;
-use crate::relay::connection::{connect, ready_messages};
+use crate::relay::connection::ready_messages;
 
 /// Which dead letters to replay.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -34,7 +35,7 @@ pub struct Selection {
 /// the rest stay dead letters.
 pub async fn replay(url: &AmqpUrl, queue: &str, selection: &Selection) -> Result<usize, RelayError> {
     let dead_letter = dead_letter_name(queue);
-    let connection = connect(url, format!("handler dead-letter replay: {queue}")).await?;
+    let connection = connect(url, &format!("handler dead-letter replay: {queue}")).await?;
     let amqp = |e: lapin::Error| RelayError::from_amqp(url, &e);
     let channel = connection.create_channel().await.map_err(amqp)?;
     if ready_messages(&channel, queue).await.map_err(amqp)?.is_none() {
@@ -143,7 +144,7 @@ pub async fn replay(url: &AmqpUrl, queue: &str, selection: &Selection) -> Result
 /// Deletes every dead letter of `queue`; returns how many.
 pub async fn purge(url: &AmqpUrl, queue: &str) -> Result<u32, RelayError> {
     let dead_letter = dead_letter_name(queue);
-    let connection = connect(url, format!("handler dead-letter purge: {queue}")).await?;
+    let connection = connect(url, &format!("handler dead-letter purge: {queue}")).await?;
     let amqp = |e: lapin::Error| RelayError::from_amqp(url, &e);
     let channel = connection.create_channel().await.map_err(amqp)?;
     if ready_messages(&channel, &dead_letter).await.map_err(amqp)?.is_none() {

@@ -4,7 +4,10 @@
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use lapin::options::{BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
+use futures_util::StreamExt;
+use lapin::options::{
+    BasicConsumeOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions,
+};
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use serde_json::{Map, Value, json};
@@ -183,6 +186,77 @@ pub async fn connections_named(connection_name: &str) -> Vec<String> {
         .collect()
 }
 
+/// Waits (up to 30 s: the broker's list lags) until the broker lists
+/// exactly one connection named `connection_name`; returns the broker's
+/// name of it. Panics when it lists none or several.
+pub async fn the_one_connection_named(connection_name: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut listed = connections_named(connection_name).await;
+        if listed.len() == 1 {
+            return listed.remove(0);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "connections named {connection_name:?}: {listed:?}, not exactly one"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// How many channels the broker counts on the connection it calls
+/// `broker_name` (a name from [`connections_named`]); 0 when it is gone.
+pub async fn channels_of(broker_name: &str) -> u64 {
+    let (_, connection) = api_get(&format!("connections/{}", encoded(broker_name))).await;
+    connection["channels"].as_u64().unwrap_or(0)
+}
+
+/// A broker user of the test's own (unique name, permissions on `/`),
+/// deleted when dropped: for credentials the management API refuses while
+/// AMQP accepts them (a user without the management tag).
+pub struct TestUser {
+    /// The user name.
+    pub name: String,
+    /// The password.
+    pub password: String,
+}
+
+impl TestUser {
+    /// Creates the user with `tags` ("" for none) and full permissions on `/`.
+    pub async fn create(tags: &str) -> Self {
+        let user = Self {
+            name: format!("test-user-{}", uuid::Uuid::new_v4().simple()),
+            password: format!("pw-{}", uuid::Uuid::new_v4().simple()),
+        };
+        let path = format!("users/{}", encoded(&user.name));
+        api_ok(
+            reqwest::Method::PUT,
+            &path,
+            &json!({ "password": user.password, "tags": tags }),
+        )
+        .await;
+        let permissions = json!({ "configure": ".*", "write": ".*", "read": ".*" });
+        api_ok(
+            reqwest::Method::PUT,
+            &format!("permissions/%2F/{}", encoded(&user.name)),
+            &permissions,
+        )
+        .await;
+        user
+    }
+
+    /// `amqp://<user>:<password>@127.0.0.1/`.
+    pub fn amqp_url(&self) -> String {
+        format!("amqp://{}:{}@127.0.0.1/", encoded(&self.name), encoded(&self.password))
+    }
+}
+
+impl Drop for TestUser {
+    fn drop(&mut self) {
+        delete_now(vec![format!("users/{}", encoded(&self.name))]);
+    }
+}
+
 // ---- an outage ----------------------------------------------------------------------
 
 /// The local broker's application stopped (the Erlang node stays up, so
@@ -296,12 +370,24 @@ impl Topology {
 
     /// The exchange and the queue, but no binding: publishes are not routed.
     pub async fn unbound() -> Self {
+        Self::unbound_with_queue_arguments(json!({})).await
+    }
+
+    /// Like [`Topology::declare`], the queue declared with `arguments`
+    /// (`x-max-length`, `x-overflow`, `x-expires`, ...).
+    pub async fn declare_with_queue_arguments(arguments: Value) -> Self {
+        let topology = Self::unbound_with_queue_arguments(arguments).await;
+        topology.bind().await;
+        topology
+    }
+
+    async fn unbound_with_queue_arguments(arguments: Value) -> Self {
         let topology = Self::names();
         topology.declare_exchange(&topology.exchange, "direct").await;
         api_ok(
             reqwest::Method::PUT,
             &topology.queue_path(&topology.queue),
-            &json!({ "durable": true }),
+            &json!({ "durable": true, "arguments": arguments }),
         )
         .await;
         topology
@@ -352,6 +438,12 @@ impl Topology {
     /// other ports (4.x), the port and `AmqpManagementUrl` too.
     pub fn amqp_url_settings(&self) -> AppSettings {
         amqp_url_settings_for("amqp://guest:guest@127.0.0.1/").with("AmqpExchange", self.exchange.clone())
+    }
+
+    /// `PublishTransport=amqp` with [`Topology::amqp_url_settings`]: the
+    /// forwarder publishes over AMQP to this exchange.
+    pub fn amqp_transport_settings(&self) -> AppSettings {
+        self.amqp_url_settings().with("PublishTransport", "amqp")
     }
 
     /// Publishes `messages` persistent straight to the queue, in order, and
@@ -407,6 +499,42 @@ impl Topology {
     /// Takes whatever is on the queue now, without waiting.
     pub async fn take_all(&self) -> Vec<QueuedMessage> {
         take_all(&self.queue, usize::MAX).await
+    }
+
+    /// Takes every message on the queue now, fast (a consumer with a large
+    /// prefetch rather than one `basic.get` each), for bursts of thousands.
+    /// Call it once nothing publishes any more.
+    pub async fn drain(&self) -> Vec<QueuedMessage> {
+        let (connection, channel) = channel().await;
+        let count = channel
+            .queue_declare(
+                self.queue.as_str().into(),
+                QueueDeclareOptions::default().passive(),
+                FieldTable::default(),
+            )
+            .await
+            .expect("the queue exists")
+            .message_count() as usize;
+        let mut consumer = channel
+            .basic_consume(
+                self.queue.as_str().into(),
+                "drain".into(),
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..BasicConsumeOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .expect("basic.consume");
+        let mut taken = Vec::with_capacity(count);
+        while taken.len() < count {
+            let next = tokio::time::timeout(Duration::from_secs(30), consumer.next()).await;
+            let Ok(Some(Ok(delivery))) = next else { break };
+            taken.push(delivery.into());
+        }
+        let _ = connection.close(200, "done".into()).await;
+        taken
     }
 
     /// Takes whatever is on the dead-letter queue now.
@@ -523,6 +651,17 @@ impl QueuedMessage {
     }
 }
 
+impl From<lapin::message::Delivery> for QueuedMessage {
+    fn from(delivery: lapin::message::Delivery) -> Self {
+        Self {
+            properties: properties_json(&delivery.properties),
+            routing_key: delivery.routing_key.to_string(),
+            redelivered: delivery.redelivered,
+            body: delivery.data,
+        }
+    }
+}
+
 /// A fresh connection; tests open one per call so that a broker restart
 /// never leaves them holding a dead one.
 pub async fn connect() -> Connection {
@@ -615,13 +754,7 @@ pub async fn take_all_in(vhost: &str, queue: &str, limit: usize) -> Vec<QueuedMe
         let Some(message) = channel.basic_get(queue.into(), no_ack).await.expect("basic.get") else {
             break;
         };
-        let delivery = message.delivery;
-        taken.push(QueuedMessage {
-            properties: properties_json(&delivery.properties),
-            routing_key: delivery.routing_key.to_string(),
-            redelivered: delivery.redelivered,
-            body: delivery.data,
-        });
+        taken.push(message.delivery.into());
     }
     let _ = connection.close(200, "done".into()).await;
     taken

@@ -13,9 +13,13 @@
 //!   request rebuilt by the host, body only when it had a Content-Length.
 //! - [`HostClient::forward`]: a caller's chunked request with the host's
 //!   invocation headers, for standalone use and the generic route tests.
+//!
+//! [`Burst`] sends many at once, for load and fault tests.
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -339,4 +343,99 @@ pub async fn caller_response(response: reqwest::Response) -> (u16, Value, Value)
         .expect("statusCode is a number in a string");
     let body: Value = serde_json::from_str(res["body"].as_str().expect("body is a string")).expect("body is JSON");
     (status, res["headers"].clone(), body)
+}
+
+/// One webhook of a [`Burst`] and its answer.
+#[derive(Debug, Clone)]
+pub struct Sent {
+    /// Its index in the burst.
+    pub index: usize,
+    /// The body sent.
+    pub body: String,
+    /// The status answered.
+    pub status: u16,
+    /// From sending to the answer.
+    pub latency: Duration,
+}
+
+/// Forwarding-mode webhooks sent by many senders at once, in the
+/// background, each sender one webhook after another, so that exactly
+/// `concurrency` are in flight until `total` were sent or [`Burst::stop`].
+pub struct Burst {
+    next: Arc<AtomicUsize>,
+    answered: Arc<AtomicUsize>,
+    stopped: Arc<AtomicBool>,
+    total: usize,
+    senders: Vec<tokio::task::JoinHandle<Vec<Sent>>>,
+}
+
+impl Burst {
+    /// Starts sending webhook `i` with body `body(i)` and `content_type`.
+    pub fn start(
+        host: &HostClient,
+        total: usize,
+        concurrency: usize,
+        content_type: &'static str,
+        body: fn(usize) -> String,
+    ) -> Self {
+        let (next, answered) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let stopped = Arc::new(AtomicBool::new(false));
+        let senders = (0..concurrency)
+            .map(|_| {
+                let (host, next, answered, stopped) = (host.clone(), next.clone(), answered.clone(), stopped.clone());
+                tokio::spawn(async move {
+                    let mut sent = Vec::new();
+                    loop {
+                        let index = next.fetch_add(1, Ordering::Relaxed);
+                        if index >= total || stopped.load(Ordering::Relaxed) {
+                            return sent;
+                        }
+                        let body = body(index);
+                        let started = Instant::now();
+                        let response = host
+                            .forward("/api/WebhookForwarder", content_type, body.as_bytes())
+                            .await;
+                        sent.push(Sent {
+                            index,
+                            body,
+                            status: response.status().as_u16(),
+                            latency: started.elapsed(),
+                        });
+                        answered.fetch_add(1, Ordering::Relaxed);
+                    }
+                })
+            })
+            .collect();
+        Self {
+            next,
+            answered,
+            stopped,
+            total,
+            senders,
+        }
+    }
+
+    /// How many webhooks were answered so far.
+    pub fn answered(&self) -> usize {
+        self.answered.load(Ordering::Relaxed)
+    }
+
+    /// How many were sent or are being sent.
+    pub fn started(&self) -> usize {
+        self.next.load(Ordering::Relaxed).min(self.total)
+    }
+
+    /// Sends no more: the senders finish the webhook each has in flight.
+    pub fn stop(&self) {
+        self.stopped.store(true, Ordering::Relaxed);
+    }
+
+    /// Waits for every sender; what each webhook got, in no particular order.
+    pub async fn finish(self) -> Vec<Sent> {
+        let mut sent = Vec::new();
+        for sender in self.senders {
+            sent.extend(sender.await.expect("a sender panicked"));
+        }
+        sent
+    }
 }

@@ -8,6 +8,8 @@
 //!   management API;
 //! - [`host`]: requests shaped exactly as the Functions host sends them, in
 //!   each of its modes;
+//! - [`network`]: a port where the broker is unreachable until the test
+//!   opens it;
 //! - [`stub`]: a fake publish endpoint, only for faults a real broker cannot
 //!   produce on demand;
 //! - [`target`]: a recording HTTP endpoint for the relay to deliver to;
@@ -18,6 +20,7 @@
 pub mod broker;
 pub mod host;
 pub mod metrics;
+pub mod network;
 pub mod process;
 pub mod stub;
 pub mod target;

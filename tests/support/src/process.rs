@@ -256,6 +256,14 @@ impl Served {
             .unwrap_or_else(|(status, output)| panic!("handler exited with {status} at start-up:\n{output}"))
     }
 
+    /// Like [`Served::start`] with `RUST_LOG=<log>` instead of `debug`: for
+    /// benchmarks, where a debug line per webhook would cost CPU and memory.
+    pub async fn start_logging(settings: &AppSettings, log: &str) -> Self {
+        Self::launch(&handler_binary(), &[], settings, log)
+            .await
+            .unwrap_or_else(|(status, output)| panic!("handler exited with {status} at start-up:\n{output}"))
+    }
+
     /// Starts `handler <args>`; on an early exit returns its status and output.
     pub async fn start_with_args(args: &[&str], settings: &AppSettings) -> Result<Self, (ExitStatus, String)> {
         Self::start_program(&handler_binary(), args, settings).await
@@ -267,6 +275,16 @@ impl Served {
         args: &[&str],
         settings: &AppSettings,
     ) -> Result<Self, (ExitStatus, String)> {
+        // Debug logs: the secret checks must see everything the handler can print.
+        Self::launch(program, args, settings, "debug").await
+    }
+
+    async fn launch(
+        program: &Path,
+        args: &[&str],
+        settings: &AppSettings,
+        log: &str,
+    ) -> Result<Self, (ExitStatus, String)> {
         let app_root = program.parent().map(|p| p.display().to_string()).unwrap_or_default();
         let mut environment = AppSettings::new()
             .with("FUNCTIONS_CUSTOMHANDLER_PORT", "0")
@@ -276,14 +294,15 @@ impl Served {
         for (name, value) in settings.pairs() {
             environment = environment.with(name, value);
         }
-        Self::spawn_and_wait(program, args, &environment).await
+        Self::spawn_and_wait(program, args, &environment, log).await
     }
 
     /// Starts `handler` standalone, as an operator runs it outside Azure: none
     /// of the host's variables, `ListenAddress` 127.0.0.1 on port 0.
     pub async fn start_standalone(settings: &AppSettings) -> Self {
         let environment = settings.clone().with("ListenAddress", "127.0.0.1:0");
-        Self::spawn_and_wait(&handler_binary(), &[], &environment)
+        // Debug logs: the secret checks must see everything the handler can print.
+        Self::spawn_and_wait(&handler_binary(), &[], &environment, "debug")
             .await
             .unwrap_or_else(|(status, output)| panic!("handler exited with {status} at start-up:\n{output}"))
     }
@@ -292,10 +311,10 @@ impl Served {
         program: &Path,
         args: &[&str],
         environment: &AppSettings,
+        log: &str,
     ) -> Result<Self, (ExitStatus, String)> {
-        // Debug logs: the secret checks must see everything the handler can print.
         let spawned = Instant::now();
-        let mut process = Handler::spawn_program(program, args, environment, "debug");
+        let mut process = Handler::spawn_program(program, args, environment, log);
         let deadline = Instant::now() + Duration::from_secs(10);
         let addr = loop {
             if let Some(addr) = bound_address(&process.output()) {

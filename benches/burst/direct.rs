@@ -1,0 +1,153 @@
+//! The two ceilings: the load generator publishing straight to the broker,
+//! with the very message the handler would publish (the product's own
+//! message format), persistent, through each transport:
+//!
+//! - the HTTP publish endpoint, one POST per webhook on keep-alive
+//!   connections: the most any forwarder using that endpoint can do here;
+//! - AMQP with publisher confirms, a small lapin program: one connection,
+//!   every publish `mandatory`, each waiting for its own confirm, so the
+//!   same number are in flight as webhooks are sent to the handler. On one
+//!   channel (the plain way), or on a channel per publish in flight (the
+//!   forwarder's way, which tells a `basic.return` exactly; see
+//!   `src/publish/amqp/channels.rs`).
+
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::{BasicProperties, Channel, Confirmation, Connection};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
+use test_support::broker::{GUEST_AUTH, Topology};
+use webhook_forwarder::broker::message;
+
+use crate::load::{self, Answer, Send};
+use crate::webhooks;
+
+/// Publishes webhook `index` of `run` through the HTTP publish endpoint.
+pub fn http(topology: &Topology, client: reqwest::Client, run: &str, count: usize) -> Arc<Send> {
+    let envelope = webhooks::envelope();
+    let bodies: Vec<Bytes> = (0..count)
+        .map(|index| Bytes::from(message::publish_body(&webhooks::webhook(run, index), envelope)))
+        .collect();
+    let endpoint = topology.endpoint();
+    Arc::new(move |index| {
+        let request = client
+            .post(&endpoint)
+            .header(AUTHORIZATION, format!("Basic {GUEST_AUTH}"))
+            .header(CONTENT_TYPE, "application/json")
+            .body(bodies[index].clone());
+        Box::pin(load::http_answer(request))
+    })
+}
+
+/// How the AMQP publisher uses channels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Channels {
+    /// Every publish on one channel.
+    One,
+    /// One channel per publish in flight, as the forwarder does.
+    PerPublish,
+}
+
+/// An AMQP publisher's connection (closed when the phase ends) and its sends.
+pub struct AmqpPublisher {
+    /// Sends webhook `index`.
+    pub send: Arc<Send>,
+    connection: Connection,
+}
+
+impl AmqpPublisher {
+    /// Connects and opens `concurrency` channels (one for [`Channels::One`])
+    /// in confirm mode; builds every message before the burst.
+    pub async fn start(topology: &Topology, run: &str, count: usize, concurrency: usize, channels: Channels) -> Self {
+        let connection = test_support::broker::connect().await;
+        let mut pool = Vec::new();
+        let opened = if channels == Channels::One { 1 } else { concurrency };
+        for _ in 0..opened {
+            let channel = connection.create_channel().await.expect("a channel");
+            channel
+                .confirm_select(ConfirmSelectOptions::default())
+                .await
+                .expect("confirm mode");
+            pool.push(channel);
+        }
+        let envelope = webhooks::envelope();
+        let messages: Vec<(Vec<u8>, BasicProperties)> = (0..count)
+            .map(|index| {
+                let webhook = webhooks::webhook(run, index);
+                (webhook.body.to_vec(), message::amqp_properties(&webhook, envelope))
+            })
+            .collect();
+        let shared = Arc::new(Shared {
+            exchange: topology.exchange.clone(),
+            messages,
+            one: (channels == Channels::One).then(|| pool[0].clone()),
+            idle: Mutex::new(pool),
+        });
+        let send: Arc<Send> = Arc::new(move |index| {
+            let shared = shared.clone();
+            Box::pin(async move { shared.publish(index).await })
+        });
+        Self { send, connection }
+    }
+
+    /// Closes the connection.
+    pub async fn close(self) {
+        let _ = self.connection.close(200, "bench phase done".into()).await;
+    }
+}
+
+struct Shared {
+    exchange: String,
+    messages: Vec<(Vec<u8>, BasicProperties)>,
+    /// The channel every publish uses, for [`Channels::One`].
+    one: Option<Channel>,
+    /// Idle channels, for [`Channels::PerPublish`].
+    idle: Mutex<Vec<Channel>>,
+}
+
+impl Shared {
+    /// One mandatory publish and its confirm: 200 for an ack of a message
+    /// that was not returned, 502 for any other answer.
+    async fn publish(&self, index: usize) -> Answer {
+        let channel = match &self.one {
+            Some(channel) => channel.clone(),
+            None => self
+                .idle
+                .lock()
+                .expect("pool lock")
+                .pop()
+                .expect("a channel per worker"),
+        };
+        let (body, properties) = &self.messages[index];
+        let options = BasicPublishOptions {
+            mandatory: true,
+            immediate: false,
+        };
+        let confirmed = match channel
+            .basic_publish(
+                self.exchange.as_str().into(),
+                "webhook".into(),
+                options,
+                body,
+                properties.clone(),
+            )
+            .await
+        {
+            Ok(confirm) => confirm.await,
+            Err(e) => Err(e),
+        };
+        if self.one.is_none() {
+            self.idle.lock().expect("pool lock").push(channel);
+        }
+        let status = match confirmed {
+            Ok(Confirmation::Ack(None)) => Some(200),
+            Ok(_) => Some(502),
+            Err(_) => None,
+        };
+        Answer {
+            status,
+            retry_after: false,
+        }
+    }
+}

@@ -1,0 +1,93 @@
+//! The forwarder under load: the real release `handler`, started by the test
+//! support as the Functions host starts it, publishing over either
+//! transport, sent webhooks in either host mode.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::stream;
+use test_support::broker::Topology;
+use test_support::process::Served;
+
+use crate::load::{self, Send};
+use crate::webhooks;
+
+/// How the handler publishes (`PublishTransport`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// The HTTP publish endpoint (`AmqpEndpoint` + `AmqpAuthHeader`, as the seed sets it up).
+    Http,
+    /// AMQP with publisher confirms (`AmqpUrl` + `AmqpExchange`).
+    Amqp,
+}
+
+/// How the host hands webhooks to the handler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostMode {
+    /// The caller's own request (`enableForwardingHttpRequest`, and standalone).
+    Forwarding,
+    /// The host's invocation JSON, chunked (the host's default).
+    Payload,
+}
+
+/// Starts the handler publishing to `topology` over `transport`; over AMQP,
+/// waits until its connection is up, so the burst does not time the connecting.
+pub async fn start(topology: &Topology, transport: Transport) -> Served {
+    let settings = match transport {
+        Transport::Http => topology.settings(),
+        Transport::Amqp => topology.amqp_transport_settings(),
+    };
+    // Info: the start-up lines, and any failure; a queued webhook logs at debug.
+    let served = Served::start_logging(&settings, "info").await;
+    if transport == Transport::Amqp {
+        served
+            .process
+            .wait_for_output("connected to amqp://", Duration::from_secs(30))
+            .await;
+    }
+    served
+}
+
+/// Sends webhook `index` of `run` to the handler at `base` in `mode`; every
+/// request body is built before the burst, so the load generator's own work
+/// per request is the same small clone in every phase.
+pub fn requests(mode: HostMode, base: &str, client: reqwest::Client, run: &str, count: usize) -> Arc<Send> {
+    let bodies: Vec<Bytes> = (0..count)
+        .map(|index| {
+            let body = webhooks::body(run, index);
+            Bytes::from(match mode {
+                HostMode::Forwarding => body,
+                HostMode::Payload => webhooks::invocation(&body),
+            })
+        })
+        .collect();
+    let run = run.to_owned();
+    match mode {
+        HostMode::Forwarding => {
+            let url = format!("{base}{}", webhooks::forwarding_path());
+            Arc::new(move |index| {
+                let request = client
+                    .post(&url)
+                    .header("content-type", webhooks::CONTENT_TYPE)
+                    .header("x-azure-functions-invocationid", format!("{run}-{index}"))
+                    .body(bodies[index].clone());
+                Box::pin(load::http_answer(request))
+            })
+        }
+        HostMode::Payload => {
+            let url = format!("{base}/WebhookForwarder");
+            Arc::new(move |index| {
+                // The host sends invocations chunked, without Content-Length.
+                let chunked =
+                    reqwest::Body::wrap_stream(stream::iter([Ok::<_, std::io::Error>(bodies[index].clone())]));
+                let request = client
+                    .post(&url)
+                    .header("content-type", "application/json; charset=utf-8")
+                    .header("x-azure-functions-invocationid", format!("{run}-{index}"))
+                    .body(chunked);
+                Box::pin(load::payload_answer(request))
+            })
+        }
+    }
+}
