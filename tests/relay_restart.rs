@@ -81,7 +81,7 @@ async fn a_broker_restart_while_the_target_is_down_changes_nothing() {
     let outage = BrokerOutage::begin().await;
     relay
         .wait_for_output(
-            "lost the connection to amqp://guest:***@127.0.0.1:5672/%2F",
+            &format!("lost the connection to {}", amqp_url_shown()),
             Duration::from_secs(60),
         )
         .await;

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use test_support::AppSettings;
 use test_support::assert_no_secret;
-use test_support::broker::{TestUser, Topology, channels_of, connections_named, the_one_connection_named};
+use test_support::broker::{TestUser, Topology, broker_url, channels_of, connections_named, the_one_connection_named};
 use test_support::host::{Burst, host_envelope};
 use test_support::network::LateBroker;
 use test_support::process::Served;
@@ -167,7 +167,7 @@ async fn a_wrong_password_is_502_keeps_the_handler_running_and_prints_no_secret(
     let topology = Topology::declare().await;
     let settings = topology
         .amqp_transport_settings()
-        .with("AmqpUrl", format!("amqp://guest:{PASSWORD}@127.0.0.1/"));
+        .with("AmqpUrl", broker_url("guest", PASSWORD));
     // Every log the AMQP client can write, frames included: none may carry it.
     let mut app = Served::start_logging(&settings, "trace").await;
     app.process

@@ -7,7 +7,7 @@ use reqwest::Method;
 use serde_json::json;
 
 use test_support::assert_no_secret;
-use test_support::broker::{TestUser, Topology, api_send};
+use test_support::broker::{TestUser, Topology, api_send, broker_url, broker_url_shown};
 use test_support::process::{Finished, run_to_end};
 
 async fn set_up(names: &Topology) {
@@ -243,8 +243,11 @@ async fn check_over_amqp_connects_as_the_transport_does_and_passes_after_setup()
 
     assert!(run.status.success(), "{}", run.output());
     for line in [
-        "over AMQP at amqp://guest:***@127.0.0.1/".to_owned(),
-        "[ok]   connected over AMQP to amqp://guest:***@127.0.0.1/ as user \"guest\" (heartbeat 30 s".to_owned(),
+        format!("over AMQP at {}", broker_url_shown("guest")),
+        format!(
+            "[ok]   connected over AMQP to {} as user \"guest\" (heartbeat 30 s",
+            broker_url_shown("guest")
+        ),
         format!(
             "[ok]   exchange \"{}\" exists in vhost \"/\" (seen over AMQP)",
             names.exchange
@@ -276,14 +279,17 @@ async fn check_over_amqp_with_a_wrong_password_fails_without_printing_it() {
     let names = Topology::names();
     let settings = names
         .amqp_transport_settings()
-        .with("AmqpUrl", "amqp://guest:wr0ng-amqp-pa55@127.0.0.1/");
+        .with("AmqpUrl", broker_url("guest", "wr0ng-amqp-pa55"));
 
     let run = run_to_end(&["check"], &settings, "").await;
 
     assert!(!run.status.success());
     assert_listed(
         &run,
-        "[FAIL] the broker at amqp://guest:***@127.0.0.1/ refused the credentials of user \"guest\" (ACCESS_REFUSED): fix the user name or password in setting AmqpUrl",
+        &format!(
+            "[FAIL] the broker at {} refused the credentials of user \"guest\" (ACCESS_REFUSED): fix the user name or password in setting AmqpUrl",
+            broker_url_shown("guest")
+        ),
     );
     assert_no_secret(&run.output(), &["wr0ng-amqp-pa55"]);
 }

@@ -41,6 +41,30 @@ pub fn amqp_url() -> String {
     format!("amqp://guest:guest@127.0.0.1:{}/%2F", amqp_port())
 }
 
+/// `amqp://<user>:<password>@127.0.0.1/` for the broker under test (its
+/// AMQP port written out when it is not 5672), percent-encoding both.
+pub fn broker_url(user: &str, password: &str) -> String {
+    format!(
+        "amqp://{}:{}@127.0.0.1{}/",
+        encoded(user),
+        encoded(password),
+        port_suffix()
+    )
+}
+
+/// [`broker_url`] as the handler prints it, the password hidden.
+pub fn broker_url_shown(user: &str) -> String {
+    format!("amqp://{}:***@127.0.0.1{}/", encoded(user), port_suffix())
+}
+
+fn port_suffix() -> String {
+    if amqp_port() == 5672 {
+        String::new()
+    } else {
+        format!(":{}", amqp_port())
+    }
+}
+
 /// `AmqpUrl` set to `url` (written for the default ports, e.g.
 /// `amqp://user:password@127.0.0.1/`), moved to the broker under test: its
 /// AMQP port put in, and `AmqpManagementUrl` set when the API is not on 15672.
@@ -247,7 +271,7 @@ impl TestUser {
 
     /// `amqp://<user>:<password>@127.0.0.1/`.
     pub fn amqp_url(&self) -> String {
-        format!("amqp://{}:{}@127.0.0.1/", encoded(&self.name), encoded(&self.password))
+        broker_url(&self.name, &self.password)
     }
 }
 

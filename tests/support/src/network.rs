@@ -12,9 +12,6 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{JoinHandle, JoinSet};
 
-/// The local broker's AMQP port, where an opened [`LateBroker`] relays to.
-const BROKER: &str = "127.0.0.1:5672";
-
 /// A port the broker appears on only once [`LateBroker::open`] is called;
 /// closed again when dropped (with every relayed connection).
 pub struct LateBroker {
@@ -54,7 +51,7 @@ impl LateBroker {
             while let Ok((client, _)) = listener.accept().await {
                 let stalled = stalled.clone();
                 connections.spawn(async move {
-                    let Ok(broker) = TcpStream::connect(BROKER).await else {
+                    let Ok(broker) = TcpStream::connect(("127.0.0.1", crate::broker::amqp_port())).await else {
                         return;
                     };
                     let (from_client, to_client) = client.into_split();
