@@ -48,7 +48,7 @@ pub enum PublishError {
     /// the connection it publishes on, as when the vhost's connection limit
     /// is reached (seen with RabbitMQ 3.10); worth retrying.
     #[error(
-        "the broker refused a connection for user {user:?} (401: Access refused.): the vhost's connection limit is probably reached (CloudAMQP's free plan allows 20); lower PublishConcurrency"
+        "the broker refused a connection for user {user:?} (401: Access refused.): the vhost's connection limit is probably reached (CloudAMQP's free plan allows 20): lower PublishConcurrency; RabbitMQ 3.x answers the same to a vhost that does not exist, which `handler check` tells apart"
     )]
     ConnectionRefused {
         /// The user named in the auth header.

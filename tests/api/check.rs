@@ -316,3 +316,33 @@ async fn check_over_amqp_says_what_it_could_not_verify_when_the_management_api_r
     );
     assert_no_secret(&run.output(), &[&user.password]);
 }
+
+#[tokio::test]
+async fn check_warns_about_a_quorum_queue_left_with_the_brokers_default_delivery_limit() {
+    let names = Topology::names();
+    let exchange = json!({"type": "direct", "durable": true});
+    let queue = json!({"durable": true, "arguments": {"x-queue-type": "quorum"}});
+    let binding = json!({"routing_key": "webhook"});
+    let exchange_path = format!("exchanges/%2F/{}", names.exchange);
+    assert_eq!(api_send(Method::PUT, &exchange_path, Some(&exchange)).await, 201);
+    let queue_path = format!("queues/%2F/{}", names.queue);
+    assert_eq!(api_send(Method::PUT, &queue_path, Some(&queue)).await, 201);
+    let bind = format!("bindings/%2F/e/{}/q/{}", names.exchange, names.queue);
+    assert_eq!(api_send(Method::POST, &bind, Some(&binding)).await, 201);
+
+    let run = run_to_end(&["check"], &names.settings(), "").await;
+
+    assert!(
+        run.status.success(),
+        "a warning does not fail the check:\n{}",
+        run.output()
+    );
+    assert!(
+        run.stdout.contains(&format!(
+            "[warn] queue \"{}\" is a quorum queue without a delivery limit of its own",
+            names.queue
+        )),
+        "{}",
+        run.output()
+    );
+}

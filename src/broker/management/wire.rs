@@ -60,9 +60,24 @@ pub struct QueueInfo {
     /// The `x-` arguments it was declared with.
     #[serde(default)]
     pub arguments: Map<String, Value>,
+    /// The policy keys in force on it (an object, or `[]` when none).
+    #[serde(default)]
+    pub effective_policy_definition: Value,
 }
 
 impl QueueInfo {
+    /// Whether RabbitMQ 4.x's default delivery limit applies: a quorum
+    /// queue with neither an `x-delivery-limit` argument nor a
+    /// `delivery-limit` policy drops (or dead-letters) a message that was
+    /// returned to it 20 times.
+    pub fn has_default_delivery_limit(&self) -> bool {
+        let quorum = self.kind.as_deref() == Some("quorum")
+            || self.arguments.get("x-queue-type").and_then(Value::as_str) == Some("quorum");
+        quorum
+            && !self.arguments.contains_key("x-delivery-limit")
+            && self.effective_policy_definition.get("delivery-limit").is_none()
+    }
+
     /// Whether a persistent message in it survives a restart and waits for a
     /// consumer: durable, and not tied to a connection or a consumer.
     pub fn keeps_messages(&self) -> bool {
@@ -166,6 +181,24 @@ mod tests {
     }
 
     #[test]
+    fn only_a_quorum_queue_without_a_limit_has_the_default_delivery_limit() {
+        let queue = |value: Value| serde_json::from_value::<QueueInfo>(value).unwrap();
+        assert!(
+            queue(json!({"durable": true, "type": "quorum", "effective_policy_definition": []}))
+                .has_default_delivery_limit()
+        );
+        assert!(!queue(json!({"durable": true, "type": "classic"})).has_default_delivery_limit());
+        assert!(
+            !queue(json!({"durable": true, "type": "quorum", "arguments": {"x-delivery-limit": 5}}))
+                .has_default_delivery_limit()
+        );
+        assert!(
+            !queue(json!({"durable": true, "type": "quorum", "effective_policy_definition": {"delivery-limit": -1}}))
+                .has_default_delivery_limit()
+        );
+    }
+
+    #[test]
     fn tags_read_in_both_forms() {
         let new: WhoAmI = serde_json::from_value(json!({"name":"guest","tags":["administrator","x"]})).unwrap();
         assert_eq!(new.tags(), "administrator,x");
@@ -181,6 +214,7 @@ mod tests {
             exclusive,
             kind: None,
             arguments: Map::new(),
+            effective_policy_definition: Value::Null,
         };
         assert!(queue(true, false, false).keeps_messages());
         assert!(!queue(false, false, false).keeps_messages());

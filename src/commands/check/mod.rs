@@ -229,6 +229,11 @@ async fn check_broker(
                 list.pass(&format!(
                     "queue {queue:?} is bound with routing key {key:?}: durable, {description}"
                 ));
+                if info.has_default_delivery_limit() {
+                    list.warn(&format!(
+                        "queue {queue:?} is a quorum queue without a delivery limit of its own: RabbitMQ 4.x drops (or dead-letters) a message returned to it 20 times, as a relay stopped 20 times while it holds one would; set a policy with \"delivery-limit\": 2147483647 (queues `handler setup --quorum` declares have that argument; -1 would make RabbitMQ 3.x drop messages)"
+                    ));
+                }
                 durable.push(format!("{queue:?}"));
             }
             Ok(Some(_)) => lossy.push(format!(
