@@ -8,8 +8,8 @@
 //!   every publish `mandatory`, each waiting for its own confirm, so the
 //!   same number are in flight as webhooks are sent to the handler. On one
 //!   channel (the plain way), or on a channel per publish in flight (the
-//!   forwarder's way, which tells a `basic.return` exactly; see
-//!   `src/publish/amqp/channels.rs`).
+//!   forwarder's previous way of telling a `basic.return` exactly; it now
+//!   publishes in batches, see `src/publish/amqp/batches.rs`).
 
 use std::sync::{Arc, Mutex};
 
@@ -45,7 +45,7 @@ pub fn http(topology: &Topology, client: reqwest::Client, run: &str, count: usiz
 pub enum Channels {
     /// Every publish on one channel.
     One,
-    /// One channel per publish in flight, as the forwarder does.
+    /// One channel per publish in flight, as the forwarder did before batches.
     PerPublish,
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 ///
 /// The `Display` text is the actionable log line. It never holds the auth
 /// header or the password: only names the operator needs to fix things.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum PublishError {
     /// Every publish slot stayed busy for the whole slot wait.
     #[error(

@@ -1,8 +1,8 @@
 //! The AMQP transport: AMQP 0-9-1 with publisher confirms over one
-//! long-lived connection per process ([`connection`]), one confirm-mode
-//! channel per publish in flight ([`channels`]), every publish `mandatory`.
-//! Success is a `basic.ack` of a message that was not returned, nothing less
-//! ([`verdict`]). The message is built by [`crate::broker::message`], the
+//! long-lived connection per process ([`connection`]), publishes sent in
+//! batches on a few confirm-mode channels ([`batches`]), every publish
+//! `mandatory`. Success is a `basic.ack` of a message that was not returned,
+//! nothing less ([`verdict`]). The message is built by [`crate::broker::message`], the
 //! same format the HTTP transport sends.
 //!
 //! A confirm lost with the connection, or one that does not come within the
@@ -10,29 +10,30 @@
 //! again with the same `message_id`. The broker may have kept the first copy,
 //! so a consumer can see a message twice (never zero times after a 2xx).
 
-pub mod channels;
+pub mod batches;
 pub mod connection;
 pub mod verdict;
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use lapin::options::BasicPublishOptions;
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::PublishError;
 use crate::broker::AmqpUrl;
 use crate::broker::message::{self, Envelope};
 use crate::webhook::Webhook;
-use channels::Channels;
+use batches::{Batches, Publish};
 use connection::Link;
 use verdict::Destination;
 
 /// Publishes over the one connection, kept up in the background.
 #[derive(Debug)]
 pub struct AmqpTransport {
-    link: Link,
-    channels: Channels,
-    to: Destination,
+    link: Arc<Link>,
+    batches: Batches,
+    to: Arc<Destination>,
     connection_name: String,
 }
 
@@ -47,20 +48,23 @@ impl AmqpTransport {
         routing_key: String,
         concurrency: usize,
     ) -> Self {
+        let link = Arc::new(Link::start(url.clone(), connection_name.clone(), batches::WORKERS));
+        let to = Arc::new(Destination {
+            url,
+            exchange,
+            routing_key,
+        });
         Self {
-            link: Link::start(url.clone(), connection_name.clone(), concurrency),
-            channels: Channels::default(),
-            to: Destination {
-                url,
-                exchange,
-                routing_key,
-            },
+            batches: Batches::start(link.clone(), to.clone(), concurrency),
+            link,
+            to,
             connection_name,
         }
     }
 
-    /// One confirmed publish of `webhook`: wait for the connection, take a
-    /// channel, publish `mandatory`, wait for the confirm; all within `timeout`.
+    /// One confirmed publish of `webhook`: queued for the next free channel,
+    /// published `mandatory` in its batch, judged once the batch is
+    /// confirmed; all within `timeout`.
     pub async fn attempt(
         &self,
         webhook: &Webhook,
@@ -68,39 +72,25 @@ impl AmqpTransport {
         timeout: Duration,
     ) -> Result<(), PublishError> {
         let deadline = Instant::now() + timeout;
-        let timed_out = || PublishError::Timeout(timeout);
-        let connection = self.link.connection(timeout).await?;
-        let channel = tokio::time::timeout_at(deadline, self.channels.take(&connection))
-            .await
-            .map_err(|_| timed_out())?
-            .map_err(|e| verdict::failure(&e, &self.to))?;
-        let publish = async {
-            let confirm = channel
-                .basic_publish(
-                    self.to.exchange.as_str().into(),
-                    envelope.routing_key.into(),
-                    BasicPublishOptions {
-                        mandatory: true,
-                        immediate: false,
-                    },
-                    &webhook.body,
-                    message::amqp_properties(webhook, envelope),
-                )
-                .await?;
-            confirm.await
+        let (answer, verdict) = oneshot::channel();
+        let publish = Publish {
+            message_id: webhook.message_id.clone(),
+            routing_key: envelope.routing_key.to_owned(),
+            body: webhook.body.clone(),
+            properties: message::amqp_properties(webhook, envelope),
+            deadline,
+            timeout,
+            answer,
         };
-        match tokio::time::timeout_at(deadline, publish).await {
-            Ok(Ok(confirmation)) => {
-                // A confirmed channel carries nothing more that could be
-                // taken for the next publish's answer.
-                self.channels.put_back(channel);
-                verdict::judge(confirmation, &self.to)
-            }
-            // The channel is dropped (and closed): its late answer must
-            // not reach another publish.
-            Ok(Err(error)) => Err(verdict::failure(&error, &self.to)),
-            Err(_) => Err(timed_out()),
-        }
+        let published = async {
+            self.batches.submit(publish).await?;
+            verdict
+                .await
+                .map_err(|_| PublishError::NotConnected("the publisher stopped".to_owned()))?
+        };
+        tokio::time::timeout_at(deadline, published)
+            .await
+            .map_err(|_| PublishError::Timeout(timeout))?
     }
 
     /// Where messages go, for the start-up line.

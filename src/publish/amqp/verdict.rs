@@ -19,17 +19,20 @@ pub struct Destination {
     pub routing_key: String,
 }
 
-/// Success only for an ack of a message that was not returned.
-pub fn judge(confirmation: Confirmation, to: &Destination) -> Result<(), PublishError> {
+/// Success only for an ack of a message that was not returned. `returned`
+/// says whether a return of this message came back with its batch (the
+/// client may pair the return with another publish's confirm: see
+/// [`super::batches`]).
+pub fn judge(confirmation: &Confirmation, returned: bool, to: &Destination) -> Result<(), PublishError> {
     match confirmation {
-        Confirmation::Ack(None) => Ok(()),
         // Returned: routed to no queue, exactly what HTTP calls routed:false.
-        Confirmation::Ack(Some(_)) | Confirmation::Nack(Some(_)) => Err(PublishError::NotRouted {
+        Confirmation::Ack(_) | Confirmation::Nack(_) if returned => Err(PublishError::NotRouted {
             exchange: to.exchange.clone(),
             vhost: to.url.vhost().to_owned(),
             routing_key: to.routing_key.clone(),
         }),
-        Confirmation::Nack(None) => Err(PublishError::Nacked),
+        Confirmation::Ack(_) => Ok(()),
+        Confirmation::Nack(_) => Err(PublishError::Nacked),
         // Cannot happen on a channel in confirm mode; never a success.
         Confirmation::NotRequested => Err(PublishError::NotConnected(
             "the channel was not in confirm mode".to_owned(),
@@ -83,16 +86,24 @@ mod tests {
 
     #[test]
     fn only_an_ack_without_a_return_is_success() {
-        assert!(judge(Confirmation::Ack(None), &destination()).is_ok());
+        assert!(judge(&Confirmation::Ack(None), false, &destination()).is_ok());
         assert!(matches!(
-            judge(Confirmation::Nack(None), &destination()),
+            judge(&Confirmation::Ack(None), true, &destination()),
+            Err(PublishError::NotRouted { .. })
+        ));
+        assert!(matches!(
+            judge(&Confirmation::Nack(None), false, &destination()),
             Err(PublishError::Nacked)
         ));
-        assert!(judge(Confirmation::NotRequested, &destination()).is_err());
+        assert!(matches!(
+            judge(&Confirmation::Nack(None), true, &destination()),
+            Err(PublishError::NotRouted { .. })
+        ));
+        assert!(judge(&Confirmation::NotRequested, false, &destination()).is_err());
     }
 
     // A returned message (`Ack(Some(..))`) cannot be built outside the AMQP
-    // client; tests/api/amqp_transport.rs sends one through a real broker.
+    // client; tests/api/amqp_transport.rs has the broker return some.
 
     #[test]
     fn a_missing_exchange_is_not_found_and_transient() {
