@@ -33,17 +33,7 @@ async fn a_broker_restart_mid_drain_loses_nothing() {
         .wait_until(Duration::from_secs(60), "300 deliveries", |seen| seen.len() >= 300)
         .await;
 
-    let outage = BrokerOutage::begin().await;
-    relay
-        .wait_for_output(
-            &format!("lost the connection to {}", amqp_url_shown()),
-            Duration::from_secs(60),
-        )
-        .await;
-    // Let the relay fail to reconnect a few times.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    outage.end().await;
-    relay.wait_for_output("reconnected to", Duration::from_secs(60)).await;
+    restart_the_broker_under(&relay).await;
     wait_until_drained(&queue, &target, &relay, COUNT).await;
     relay.stop().await;
 
@@ -78,16 +68,7 @@ async fn a_broker_restart_while_the_target_is_down_changes_nothing() {
         .wait_for_output("taking no new deliveries", Duration::from_secs(30))
         .await;
 
-    let outage = BrokerOutage::begin().await;
-    relay
-        .wait_for_output(
-            &format!("lost the connection to {}", amqp_url_shown()),
-            Duration::from_secs(60),
-        )
-        .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    outage.end().await;
-    relay.wait_for_output("reconnected to", Duration::from_secs(60)).await;
+    restart_the_broker_under(&relay).await;
     // Still down after the reconnect, past the whole retry budget.
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert_eq!(queue.dead_letter_depth().await, 0);
@@ -101,4 +82,20 @@ async fn a_broker_restart_while_the_target_is_down_changes_nothing() {
     assert_eq!(queue.depth().await, 0);
     assert!(queue.take_dead_letters().await.is_empty());
     assert!(relay.output().contains(" dead-lettered=0 "), "{}", relay.output());
+}
+
+/// Stops the broker until `relay` has seen the connection go and failed to
+/// reconnect for a while, starts it again, and waits for the reconnect.
+async fn restart_the_broker_under(relay: &Handler) {
+    let outage = BrokerOutage::begin().await;
+    relay
+        .wait_for_output(
+            &format!("lost the connection to {}", amqp_url_shown()),
+            Duration::from_secs(60),
+        )
+        .await;
+    // Let the relay fail to reconnect a few times.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    outage.end().await;
+    relay.wait_for_output("reconnected to", Duration::from_secs(60)).await;
 }

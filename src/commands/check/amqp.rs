@@ -11,16 +11,10 @@ use lapin::{Connection, ExchangeKind};
 use super::Checklist;
 use crate::broker::AmqpUrl;
 use crate::broker::amqp::{self, ConnectError};
-use crate::settings::{BrokerSettings, Limits};
+use crate::settings::BrokerSettings;
 
 /// Runs the AMQP items; false when one failed (nothing would be queued).
-pub(super) async fn check(
-    list: &mut Checklist,
-    url: &AmqpUrl,
-    connection_name: &str,
-    broker: &BrokerSettings,
-    limits: &Limits,
-) -> bool {
+pub(super) async fn check(list: &mut Checklist, url: &AmqpUrl, connection_name: &str, broker: &BrokerSettings) -> bool {
     let name = format!("{connection_name} (handler check)");
     let connection = match amqp::connect(url, &name).await {
         Ok(connection) => connection,
@@ -36,14 +30,6 @@ pub(super) async fn check(
         configuration.heartbeat(),
         configuration.channel_max()
     ));
-    let concurrency = limits.publish_concurrency.get();
-    let channel_max = usize::from(configuration.channel_max());
-    if channel_max != 0 && channel_max < concurrency {
-        list.warn(&format!(
-            "the broker allows {channel_max} channels per connection, fewer than PublishConcurrency={concurrency} \
-             publishes in flight (one channel each): lower PublishConcurrency to {channel_max} or less"
-        ));
-    }
     let exchange_found = exchange_exists(list, &connection, url, &broker.endpoint.exchange).await;
     let _ = connection.close(200, "check done".into()).await;
     exchange_found

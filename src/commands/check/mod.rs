@@ -79,7 +79,7 @@ pub async fn run(args: CheckArgs) -> Result<(), CheckFailed> {
         broker.endpoint.exchange, broker.endpoint.vhost, broker.routing_key
     ));
     if let PublishTransport::Amqp { url, connection_name } = &broker.transport
-        && !amqp::check(&mut list, url, connection_name, broker, &settings.limits).await
+        && !amqp::check(&mut list, url, connection_name, broker).await
     {
         return Err(CheckFailed(
             "the AMQP connection or the exchange failed; a publish would not be queued".to_owned(),

@@ -127,13 +127,13 @@ impl Worker {
     /// Publishes the batch on this worker's channel and judges every
     /// publish once all of them are confirmed.
     async fn send(&mut self, batch: &[Publish]) -> Vec<Result<(), PublishError>> {
-        let (Some(first_deadline), Some(last_deadline)) = (
-            batch.iter().map(|p| p.deadline).min(),
-            batch.iter().map(|p| p.deadline).max(),
+        let (Some(earliest), Some(latest)) = (
+            batch.iter().min_by_key(|p| p.deadline),
+            batch.iter().max_by_key(|p| p.deadline),
         ) else {
             return Vec::new();
         };
-        let channel = match self.ready_channel(first_deadline, batch[0].timeout).await {
+        let channel = match self.ready_channel(earliest.deadline, earliest.timeout).await {
             Ok(channel) => channel,
             Err(error) => return vec![Err(error); batch.len()],
         };
@@ -152,7 +152,7 @@ impl Worker {
             );
             async move { sent.await?.await }
         }));
-        let Ok(confirmations) = tokio::time::timeout_at(last_deadline, confirmed).await else {
+        let Ok(confirmations) = tokio::time::timeout_at(latest.deadline, confirmed).await else {
             // A late return on this channel could be taken for the next
             // batch's: the channel goes.
             self.channel = None;

@@ -106,12 +106,11 @@ impl std::fmt::Debug for Link {
 
 impl Link {
     /// Starts connecting to `url` in the background, as `name`; returns at
-    /// once. Needs a Tokio runtime. `channels` is how many channels the
-    /// publishes may need at once (one each), checked against the broker's limit.
-    pub fn start(url: AmqpUrl, name: String, channels: usize) -> Self {
+    /// once. Needs a Tokio runtime.
+    pub fn start(url: AmqpUrl, name: String) -> Self {
         let (state_tx, state) = watch::channel(State::Starting);
         let stop = CancellationToken::new();
-        let task = tokio::spawn(keep_connected(url, name, channels, state_tx, stop.clone()));
+        let task = tokio::spawn(keep_connected(url, name, state_tx, stop.clone()));
         Self {
             state,
             stop,
@@ -173,13 +172,7 @@ impl Link {
 }
 
 /// Connects, waits for the connection to be lost, reconnects; until `stop`.
-async fn keep_connected(
-    url: AmqpUrl,
-    name: String,
-    channels: usize,
-    state: watch::Sender<State>,
-    stop: CancellationToken,
-) {
+async fn keep_connected(url: AmqpUrl, name: String, state: watch::Sender<State>, stop: CancellationToken) {
     let mut delays = reconnect_delays();
     loop {
         let attempt = tokio::select! {
@@ -196,15 +189,6 @@ async fn keep_connected(
                     channel_max = configuration.channel_max(),
                     "connected to {url}"
                 );
-                let channel_max = usize::from(configuration.channel_max());
-                if channel_max != 0 && channel_max < channels {
-                    warn!(
-                        channel_max,
-                        publish_concurrency = channels,
-                        "the broker allows {channel_max} channels per connection, fewer than the {channels} publishes \
-                         PublishConcurrency lets fly at once (one channel each): lower PublishConcurrency"
-                    );
-                }
                 state.send_replace(State::Up(connection.clone()));
                 delays = reconnect_delays();
                 let lost = tokio::select! {

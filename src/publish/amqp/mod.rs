@@ -48,7 +48,7 @@ impl AmqpTransport {
         routing_key: String,
         concurrency: usize,
     ) -> Self {
-        let link = Arc::new(Link::start(url.clone(), connection_name.clone(), batches::WORKERS));
+        let link = Arc::new(Link::start(url.clone(), connection_name.clone()));
         let to = Arc::new(Destination {
             url,
             exchange,
