@@ -8,6 +8,12 @@ use clap::Parser;
 use webhook_forwarder::cli::{Cli, Command};
 use webhook_forwarder::{commands, telemetry};
 
+// glibc's allocator was about a sixth of the handler's CPU under a burst
+// (perf, docs/benchmarks.md); each webhook allocates its request, body,
+// message and reply on one thread and frees them on another.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let command = Cli::parse().command.unwrap_or(Command::Serve);

@@ -12,7 +12,7 @@ use test_support::broker::{TestUser, Topology, broker_url, channels_of, connecti
 use test_support::host::{Burst, host_envelope};
 use test_support::network::LateBroker;
 use test_support::process::Served;
-use webhook_forwarder::publish::amqp::batches;
+use webhook_forwarder::publish::amqp::pipeline;
 
 const PASSWORD: &str = "Wr0ng-amqp-Pa55word";
 
@@ -81,8 +81,9 @@ async fn one_connection_carries_every_webhook_in_flight() {
 
     assert!(seen.iter().all(|(connections, _)| *connections == 1), "{seen:?}");
     assert!(
-        seen.iter().all(|(_, channels)| *channels as usize <= batches::WORKERS),
-        "one channel per batch worker, however many webhooks are in flight: {seen:?}"
+        seen.iter()
+            .all(|(_, channels)| *channels as usize <= pipeline::CHANNELS),
+        "one channel per pipeline, however many webhooks are in flight: {seen:?}"
     );
     assert!(statuses.len() > IN_FLIGHT * 5, "only {} webhooks sent", statuses.len());
     assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");

@@ -60,13 +60,45 @@ pub enum QueryField {
 }
 
 /// One header's values as hosts have sent them.
-#[derive(Debug, Deserialize)]
-#[serde(untagged, expecting = "an array of strings, or a string")]
+#[derive(Debug)]
 pub enum HeaderValues {
     /// Current hosts: `["application/json"]`.
     Many(Vec<String>),
     /// Tolerated: a single string.
     One(String),
+}
+
+// By hand rather than `#[serde(untagged)]`: untagged buffers every value
+// before trying each shape, and a request carries a dozen headers (payload
+// mode spent a tenth of its CPU there under a burst).
+impl<'de> Deserialize<'de> for HeaderValues {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Shapes;
+        impl<'de> serde::de::Visitor<'de> for Shapes {
+            type Value = HeaderValues;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an array of strings, or a string")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<HeaderValues, E> {
+                Ok(HeaderValues::One(value.to_owned()))
+            }
+
+            fn visit_string<E: serde::de::Error>(self, value: String) -> Result<HeaderValues, E> {
+                Ok(HeaderValues::One(value))
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<HeaderValues, A::Error> {
+                let mut values = Vec::with_capacity(seq.size_hint().unwrap_or(1).min(16));
+                while let Some(value) = seq.next_element()? {
+                    values.push(value);
+                }
+                Ok(HeaderValues::Many(values))
+            }
+        }
+        deserializer.deserialize_any(Shapes)
+    }
 }
 
 /// A malformed invocation request; the text names the offending field.

@@ -1,6 +1,6 @@
 //! The AMQP transport: AMQP 0-9-1 with publisher confirms over one
-//! long-lived connection per process ([`connection`]), publishes sent in
-//! batches on a few confirm-mode channels ([`batches`]), every publish
+//! long-lived connection per process ([`connection`]), publishes streamed
+//! on a few confirm-mode channels ([`pipeline`]), every publish
 //! `mandatory`. Success is a `basic.ack` of a message that was not returned,
 //! nothing less ([`verdict`]). The message is built by [`crate::broker::message`], the
 //! same format the HTTP transport sends.
@@ -10,8 +10,8 @@
 //! again with the same `message_id`. The broker may have kept the first copy,
 //! so a consumer can see a message twice (never zero times after a 2xx).
 
-pub mod batches;
 pub mod connection;
+pub mod pipeline;
 pub mod verdict;
 
 use std::sync::Arc;
@@ -24,15 +24,15 @@ use super::PublishError;
 use crate::broker::AmqpUrl;
 use crate::broker::message::{self, Envelope};
 use crate::webhook::Webhook;
-use batches::{Batches, Publish};
 use connection::Link;
+use pipeline::{Pipelines, Publish};
 use verdict::Destination;
 
 /// Publishes over the one connection, kept up in the background.
 #[derive(Debug)]
 pub struct AmqpTransport {
     link: Arc<Link>,
-    batches: Batches,
+    pipelines: Pipelines,
     to: Arc<Destination>,
     connection_name: String,
 }
@@ -55,16 +55,16 @@ impl AmqpTransport {
             routing_key,
         });
         Self {
-            batches: Batches::start(link.clone(), to.clone(), concurrency),
+            pipelines: Pipelines::start(link.clone(), to.clone(), concurrency),
             link,
             to,
             connection_name,
         }
     }
 
-    /// One confirmed publish of `webhook`: queued for the next free channel,
-    /// published `mandatory` in its batch, judged once the batch is
-    /// confirmed; all within `timeout`.
+    /// One confirmed publish of `webhook`: queued for the next channel with
+    /// room, published `mandatory`, judged once it and every publish before
+    /// it on its channel are confirmed; all within `timeout`.
     pub async fn attempt(
         &self,
         webhook: &Webhook,
@@ -83,7 +83,7 @@ impl AmqpTransport {
             answer,
         };
         let published = async {
-            self.batches.submit(publish).await?;
+            self.pipelines.submit(publish).await?;
             verdict
                 .await
                 .map_err(|_| PublishError::NotConnected("the publisher stopped".to_owned()))?

@@ -20,9 +20,8 @@ pub struct Destination {
 }
 
 /// Success only for an ack of a message that was not returned. `returned`
-/// says whether a return of this message came back with its batch (the
-/// client may pair the return with another publish's confirm: see
-/// [`super::batches`]).
+/// says whether a return of this message came back (the client may pair
+/// the return with another publish's confirm: see [`super::pipeline`]).
 pub fn judge(confirmation: &Confirmation, returned: bool, to: &Destination) -> Result<(), PublishError> {
     match confirmation {
         // Returned: routed to no queue, exactly what HTTP calls routed:false.
