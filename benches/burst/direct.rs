@@ -45,7 +45,8 @@ pub fn http(topology: &Topology, client: reqwest::Client, run: &str, count: usiz
 pub enum Channels {
     /// Every publish on one channel.
     One,
-    /// One channel per publish in flight, as the forwarder did before batches.
+    /// One channel per publish in flight, as the forwarder did two versions
+    /// ago (before batches, then pipelines).
     PerPublish,
 }
 
