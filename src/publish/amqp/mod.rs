@@ -75,7 +75,6 @@ impl AmqpTransport {
         let (answer, verdict) = oneshot::channel();
         let publish = Publish {
             message_id: webhook.message_id.clone(),
-            routing_key: envelope.routing_key.to_owned(),
             body: webhook.body.clone(),
             properties: message::amqp_properties(webhook, envelope),
             deadline,

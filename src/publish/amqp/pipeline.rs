@@ -49,9 +49,9 @@ use super::connection::Link;
 use super::verdict::{self, Destination};
 use crate::publish::PublishError;
 
-/// How many channels publish at once, each with a pipeline of its own: the
-/// broker routes each channel's messages in a process of its own, so two use
-/// both of its cores (docs/benchmarks.md).
+/// How many channels publish at once, each with a pipeline of its own. One,
+/// two and four measured alike within the noise (docs/transports.md); two
+/// keep a webhook from waiting behind one slow channel.
 pub const CHANNELS: usize = 2;
 
 /// How long closing a channel given up on may take.
@@ -62,8 +62,6 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct Publish {
     /// Its `message_id`, which a returned message is matched by.
     pub message_id: String,
-    /// The routing key.
-    pub routing_key: String,
     /// The body, byte for byte.
     pub body: Bytes,
     /// The message's properties.
@@ -243,7 +241,7 @@ impl Pipeline {
             }
         };
         let exchange = self.to.exchange.clone();
-        let routing_key = publish.routing_key.clone();
+        let routing_key = self.to.routing_key.clone();
         let body = publish.body.clone();
         let properties = publish.properties.clone();
         let options = BasicPublishOptions {
