@@ -14,29 +14,39 @@
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
+use hyper::Request;
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE};
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{BasicProperties, Channel, Confirmation, Connection};
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
 use test_support::broker::{GUEST_AUTH, Topology};
 use webhook_forwarder::broker::message;
 
+use crate::http1::{self, Clients};
 use crate::load::{self, Answer, Send};
 use crate::webhooks;
 
-/// Publishes webhook `index` of `run` through the HTTP publish endpoint.
-pub fn http(topology: &Topology, client: reqwest::Client, run: &str, count: usize) -> Arc<Send> {
+/// Publishes webhook `index` of `run` through the HTTP publish endpoint,
+/// from `workers` load workers.
+pub fn http(topology: &Topology, workers: usize, run: &str, count: usize) -> Arc<Send> {
     let envelope = webhooks::envelope();
     let bodies: Vec<Bytes> = (0..count)
         .map(|index| Bytes::from(message::publish_body(&webhooks::webhook(run, index), envelope)))
         .collect();
-    let endpoint = topology.endpoint();
-    Arc::new(move |index| {
-        let request = client
-            .post(&endpoint)
+    let endpoint = url::Url::parse(&topology.endpoint()).expect("the publish endpoint is a URL");
+    let authority = format!(
+        "{}:{}",
+        endpoint.host_str().expect("the endpoint has a host"),
+        endpoint.port_or_known_default().expect("the endpoint has a port")
+    );
+    let path = endpoint.path().to_owned();
+    let clients = Clients::new(&authority, workers);
+    Arc::new(move |worker, index| {
+        let request = Request::post(&path)
             .header(AUTHORIZATION, format!("Basic {GUEST_AUTH}"))
             .header(CONTENT_TYPE, "application/json")
-            .body(bodies[index].clone());
-        Box::pin(load::http_answer(request))
+            .body(http1::sized(bodies[index].clone()))
+            .expect("a valid request");
+        Box::pin(load::http_answer(clients.for_worker(worker), request))
     })
 }
 
@@ -85,7 +95,7 @@ impl AmqpPublisher {
             one: (channels == Channels::One).then(|| pool[0].clone()),
             idle: Mutex::new(pool),
         });
-        let send: Arc<Send> = Arc::new(move |index| {
+        let send: Arc<Send> = Arc::new(move |_worker, index| {
             let shared = shared.clone();
             Box::pin(async move { shared.publish(index).await })
         });

@@ -6,10 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::stream;
+use hyper::Request;
 use test_support::broker::Topology;
 use test_support::process::Served;
 
+use crate::http1::{self, Clients};
 use crate::load::{self, Send};
 use crate::webhooks;
 
@@ -49,10 +50,11 @@ pub async fn start(topology: &Topology, transport: Transport) -> Served {
     served
 }
 
-/// Sends webhook `index` of `run` to the handler at `base` in `mode`; every
-/// request body is built before the burst, so the load generator's own work
-/// per request is the same small clone in every phase.
-pub fn requests(mode: HostMode, base: &str, client: reqwest::Client, run: &str, count: usize) -> Arc<Send> {
+/// Sends webhook `index` of `run` to the handler at `authority` (`host:port`)
+/// in `mode`, from `workers` load workers; every request body is built
+/// before the burst, so the load generator's own work per request is the
+/// same small clone in every phase.
+pub fn requests(mode: HostMode, authority: &str, workers: usize, run: &str, count: usize) -> Arc<Send> {
     let bodies: Vec<Bytes> = (0..count)
         .map(|index| {
             let body = webhooks::body(run, index);
@@ -62,32 +64,31 @@ pub fn requests(mode: HostMode, base: &str, client: reqwest::Client, run: &str, 
             })
         })
         .collect();
+    let clients = Clients::new(authority, workers);
     let run = run.to_owned();
-    match mode {
-        HostMode::Forwarding => {
-            let url = format!("{base}{}", webhooks::forwarding_path());
-            Arc::new(move |index| {
-                let request = client
-                    .post(&url)
+    Arc::new(move |worker, index| {
+        let request = Request::post(match mode {
+            HostMode::Forwarding => webhooks::forwarding_path(),
+            HostMode::Payload => "/WebhookForwarder".to_owned(),
+        })
+        .header("x-azure-functions-invocationid", format!("{run}-{index}"));
+        let client = clients.for_worker(worker);
+        match mode {
+            HostMode::Forwarding => {
+                let request = request
                     .header("content-type", webhooks::CONTENT_TYPE)
-                    .header("x-azure-functions-invocationid", format!("{run}-{index}"))
-                    .body(bodies[index].clone());
-                Box::pin(load::http_answer(request))
-            })
-        }
-        HostMode::Payload => {
-            let url = format!("{base}/WebhookForwarder");
-            Arc::new(move |index| {
+                    .body(http1::sized(bodies[index].clone()))
+                    .expect("a valid request");
+                Box::pin(load::http_answer(client, request))
+            }
+            HostMode::Payload => {
                 // The host sends invocations chunked, without Content-Length.
-                let chunked =
-                    reqwest::Body::wrap_stream(stream::iter([Ok::<_, std::io::Error>(bodies[index].clone())]));
-                let request = client
-                    .post(&url)
+                let request = request
                     .header("content-type", "application/json; charset=utf-8")
-                    .header("x-azure-functions-invocationid", format!("{run}-{index}"))
-                    .body(chunked);
-                Box::pin(load::payload_answer(request))
-            })
+                    .body(http1::chunked(bodies[index].clone()))
+                    .expect("a valid request");
+                Box::pin(load::payload_answer(client, request))
+            }
         }
-    }
+    })
 }

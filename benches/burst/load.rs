@@ -9,6 +9,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use hyper::Request;
+use tokio::sync::Mutex;
+
+use crate::http1::{Body, Client};
+
 /// What one send got back.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Answer {
@@ -30,15 +35,17 @@ pub struct Sample {
     pub latency: Duration,
 }
 
-/// Sends webhook `index`.
-pub type Send = dyn Fn(usize) -> Pin<Box<dyn Future<Output = Answer> + std::marker::Send>> + std::marker::Send + Sync;
+/// Sends webhook `index` (the second argument) from load worker `worker`
+/// (the first, below the concurrency: each worker keeps its own connection).
+pub type Send =
+    dyn Fn(usize, usize) -> Pin<Box<dyn Future<Output = Answer> + std::marker::Send>> + std::marker::Send + Sync;
 
 /// Runs the burst; returns the samples and the wall-clock time of the whole of it.
 pub async fn burst(count: usize, concurrency: usize, send: Arc<Send>) -> (Vec<Sample>, Duration) {
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let workers: Vec<_> = (0..concurrency)
-        .map(|_| {
+        .map(|worker| {
             let (next, send) = (next.clone(), send.clone());
             tokio::spawn(async move {
                 let mut samples = Vec::new();
@@ -48,7 +55,7 @@ pub async fn burst(count: usize, concurrency: usize, send: Arc<Send>) -> (Vec<Sa
                         return samples;
                     }
                     let sent = Instant::now();
-                    let answer = send(index).await;
+                    let answer = send(worker, index).await;
                     samples.push(Sample {
                         index,
                         answer,
@@ -65,39 +72,25 @@ pub async fn burst(count: usize, concurrency: usize, send: Arc<Send>) -> (Vec<Sa
     (samples, started.elapsed())
 }
 
-/// A client for `concurrency` keep-alive connections, with a timeout that
-/// marks a hung request as failed instead of waiting forever.
-pub fn client(concurrency: usize) -> reqwest::Client {
-    reqwest::Client::builder()
-        .pool_max_idle_per_host(concurrency)
-        .timeout(Duration::from_secs(120))
-        .tcp_nodelay(true)
-        .build()
-        .expect("client builds")
-}
-
-/// Sends `request` and reads the whole answer: its status, and whether a
-/// 503 carried `Retry-After`.
-pub async fn http_answer(request: reqwest::RequestBuilder) -> Answer {
-    let Ok(response) = request.send().await else {
+/// Sends `request` on `client` and reads the whole answer: its status, and
+/// whether a 503 carried `Retry-After`.
+pub async fn http_answer(client: Arc<Mutex<Client>>, request: Request<Body>) -> Answer {
+    let Some(response) = client.lock().await.send(request).await else {
         return Answer::default();
     };
-    let status = response.status().as_u16();
-    let retry_after = response.headers().contains_key("retry-after");
-    let complete = response.bytes().await.is_ok();
     Answer {
-        status: complete.then_some(status),
-        retry_after,
+        status: Some(response.status.as_u16()),
+        retry_after: response.headers.contains_key("retry-after"),
     }
 }
 
 /// A payload-mode answer: the host always gets HTTP 200, the caller's
 /// status and headers are inside the JSON.
-pub async fn payload_answer(request: reqwest::RequestBuilder) -> Answer {
-    let Ok(response) = request.send().await else {
+pub async fn payload_answer(client: Arc<Mutex<Client>>, request: Request<Body>) -> Answer {
+    let Some(response) = client.lock().await.send(request).await else {
         return Answer::default();
     };
-    let Ok(answer) = response.json::<serde_json::Value>().await else {
+    let Ok(answer) = serde_json::from_slice::<serde_json::Value>(&response.body) else {
         return Answer::default();
     };
     let res = &answer["Outputs"]["res"];

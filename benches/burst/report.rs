@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use crate::load::Sample;
+use crate::usage::{PerThousand, Spent};
 
 /// What one phase of a run measured.
 #[derive(Debug, Clone, Default)]
@@ -34,8 +35,9 @@ pub struct Phase {
     pub altered: usize,
     /// Handler's peak RSS, MiB (forwarder phases).
     pub peak_rss_mib: Option<f64>,
-    /// Handler CPU seconds per 1,000 webhooks (forwarder phases).
-    pub cpu_s_per_1000: Option<f64>,
+    /// CPU seconds and context switches per 1,000 webhooks of the broker,
+    /// the handler (forwarder phases) and the load generator, during the burst.
+    pub spent: Spent,
     /// Handler start to first answered `GET /`, ms (forwarder phases).
     pub ready_ms: Option<f64>,
     /// The machine's 1-minute load average when the burst ended.
@@ -117,7 +119,7 @@ fn opt(value: Option<f64>, decimals: usize) -> String {
 }
 
 /// Header of the tables.
-pub const TABLE_HEADER: &str = "| run | phase | requests | 2xx | 503+Retry-After | other | lost | extra | altered | webhooks/s | × direct HTTP | × direct AMQP | p50 ms | p99 ms | max ms | burst s | peak RSS MiB | CPU s / 1,000 | ready ms | load 1 min |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|";
+pub const TABLE_HEADER: &str = "| run | phase | requests | 2xx | 503+Retry-After | other | lost | extra | altered | webhooks/s | × direct HTTP | × direct AMQP | p50 ms | p99 ms | max ms | burst s | peak RSS MiB | CPU s / 1,000: broker | handler | load gen | switches / webhook: broker | handler | load gen | ready ms | load 1 min |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|";
 
 /// One row of the per-phase table.
 pub fn row(run: &str, phase: &Phase, ceilings: Ceilings) -> String {
@@ -139,10 +141,22 @@ pub fn row(run: &str, phase: &Phase, ceilings: Ceilings) -> String {
         phase.max_ms,
         phase.elapsed.as_secs_f64(),
         opt(phase.peak_rss_mib, 1),
-        opt(phase.cpu_s_per_1000, 3),
+        spent_cells(&[phase.spent]),
         opt(phase.ready_ms, 1),
         phase.load,
     )
+}
+
+/// The six usage cells (CPU, then switches, of broker, handler and load
+/// generator), as medians over `spent`.
+fn spent_cells(spent: &[Spent]) -> String {
+    let median_of = |who: usize, figure: fn(PerThousand) -> f64| {
+        let values: Vec<f64> = spent.iter().filter_map(|s| s.by_process()[who]).map(figure).collect();
+        (!values.is_empty()).then(|| median(values))
+    };
+    let cpu = (0..3).map(|who| opt(median_of(who, |p| p.cpu_s), 3));
+    let switches = (0..3).map(|who| opt(median_of(who, |p| p.switches / 1000.0), 2));
+    cpu.chain(switches).collect::<Vec<_>>().join(" | ")
 }
 
 /// The medians of one phase over the runs; each run's ratios are taken
@@ -194,7 +208,7 @@ impl Medians {
             pick(&|p| p.p99_ms),
             pick(&|p| p.max_ms),
             opt(pick_opt(&|p| p.peak_rss_mib), 1),
-            opt(pick_opt(&|p| p.cpu_s_per_1000), 3),
+            spent_cells(&phases.iter().map(|(p, _)| p.spent).collect::<Vec<_>>()),
             opt(pick_opt(&|p| p.ready_ms), 1),
             pick(&|p| p.load),
         );

@@ -109,8 +109,15 @@ pub struct InvocationError(pub String);
 impl InvocationRequest {
     /// Parses the host's JSON, naming the path of any bad field (`Data.req.Method: ...`).
     pub fn parse(json: &[u8]) -> Result<Self, InvocationError> {
+        // Tracking the path costs on every field of every invocation: parse
+        // plainly, and again with the path only to explain a failure. serde_json's own
+        // recursion limit (128) stops deeply nested input either way.
+        serde_json::from_slice(json).or_else(|_| Self::parse_naming_the_path(json))
+    }
+
+    /// The same parse, tracking the path of the field being read.
+    fn parse_naming_the_path(json: &[u8]) -> Result<Self, InvocationError> {
         let mut deserializer = serde_json::Deserializer::from_slice(json);
-        // serde_json's own recursion limit (128) stops deeply nested input.
         serde_path_to_error::deserialize(&mut deserializer)
             .map_err(|e| {
                 let path = e.path().to_string();

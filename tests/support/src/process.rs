@@ -165,21 +165,6 @@ impl Handler {
             .expect("a number of kB")
     }
 
-    /// User plus system CPU time used so far.
-    pub fn cpu_time(&self) -> Duration {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
-        // Fields after the ")" that closes the command name; utime and stime are 14 and 15.
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .map_or("", |(_, rest)| rest)
-            .split_whitespace()
-            .collect();
-        let ticks: u64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
-            + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
-        // CLK_TCK is 100 on Linux x86-64.
-        Duration::from_millis(ticks * 10)
-    }
-
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.id().expect("the handler is running")
