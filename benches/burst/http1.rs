@@ -18,7 +18,7 @@ use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Frame;
 use hyper::client::conn::http1;
-use hyper::header::{HOST, HeaderMap, HeaderValue};
+use hyper::header::{CONNECTION, HOST, HeaderMap, HeaderValue};
 use hyper::{Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
@@ -90,25 +90,14 @@ impl Client {
         if self.open.is_none() {
             self.open = Some(Self::connect(&self.authority).await?);
         }
-        let Open { sender, connection } = self.open.as_mut()?;
-        let exchange = async {
-            sender.ready().await.ok()?;
-            let response = sender.send_request(request).await.ok()?;
-            let (parts, body) = response.into_parts();
-            let body = body.collect().await.ok()?.to_bytes();
-            Some(Response {
-                status: parts.status,
-                headers: parts.headers,
-                body,
-            })
-        };
-        // The connection makes progress only while polled: poll it beside
-        // the exchange. It ends only when the connection does.
-        tokio::select! {
-            biased;
-            answer = exchange => answer,
-            _ = connection.as_mut() => None,
+        let response = self.open.as_mut()?.exchange(request).await;
+        // A server that says it closes the connection after this response
+        // (RabbitMQ's management API does after every 1,000th) gets a new
+        // one for the next request.
+        if response.as_ref().is_some_and(|response| closes(&response.headers)) {
+            self.open = None;
         }
+        response
     }
 
     async fn connect(authority: &str) -> Option<Open> {
@@ -120,6 +109,38 @@ impl Client {
             connection: Box::pin(connection),
         })
     }
+}
+
+impl Open {
+    async fn exchange(&mut self, request: Request<Body>) -> Option<Response> {
+        let Self { sender, connection } = self;
+        let mut exchange = std::pin::pin!(async {
+            sender.ready().await.ok()?;
+            let response = sender.send_request(request).await.ok()?;
+            let (parts, body) = response.into_parts();
+            let body = body.collect().await.ok()?.to_bytes();
+            Some(Response {
+                status: parts.status,
+                headers: parts.headers,
+                body,
+            })
+        });
+        // The connection makes progress only while polled: poll it beside
+        // the exchange. It ends when the server closes it, possibly in the
+        // same poll that read this response: the exchange still finishes.
+        tokio::select! {
+            biased;
+            response = &mut exchange => response,
+            _ = connection.as_mut() => exchange.await,
+        }
+    }
+}
+
+/// Whether a response says the server closes the connection after it.
+fn closes(headers: &HeaderMap) -> bool {
+    headers
+        .get(CONNECTION)
+        .is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"close"))
 }
 
 /// A client per load worker, all to one authority: worker `w` only ever
