@@ -8,14 +8,14 @@
 //!   every publish `mandatory`, each waiting for its own confirm, so the
 //!   same number are in flight as webhooks are sent to the handler. On one
 //!   channel (the plain way), or on a channel per publish in flight (the
-//!   forwarder's previous way of telling a `basic.return` exactly; it now
-//!   publishes in batches, see `src/publish/amqp/batches.rs`).
+//!   forwarder's way of telling a `basic.return` exactly two versions ago;
+//!   it now pipelines, see `src/publish/amqp/pipeline.rs`).
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use hyper::Request;
-use hyper::header::{AUTHORIZATION, CONTENT_TYPE};
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{BasicProperties, Channel, Confirmation, Connection};
 use test_support::broker::{GUEST_AUTH, Topology};
@@ -39,10 +39,11 @@ pub fn http(topology: &Topology, workers: usize, run: &str, count: usize) -> Arc
         endpoint.port_or_known_default().expect("the endpoint has a port")
     );
     let path = endpoint.path().to_owned();
+    let authorization = HeaderValue::from_str(&format!("Basic {GUEST_AUTH}")).expect("a valid header");
     let clients = Clients::new(&authority, workers);
     Arc::new(move |worker, index| {
         let request = Request::post(&path)
-            .header(AUTHORIZATION, format!("Basic {GUEST_AUTH}"))
+            .header(AUTHORIZATION, authorization.clone())
             .header(CONTENT_TYPE, "application/json")
             .body(http1::sized(bodies[index].clone()))
             .expect("a valid request");
@@ -69,18 +70,19 @@ pub struct AmqpPublisher {
 
 impl AmqpPublisher {
     /// Connects and opens `concurrency` channels (one for [`Channels::One`])
-    /// in confirm mode; builds every message before the burst.
+    /// in confirm mode, a channel per load worker; builds every message
+    /// before the burst.
     pub async fn start(topology: &Topology, run: &str, count: usize, concurrency: usize, channels: Channels) -> Self {
         let connection = test_support::broker::connect().await;
-        let mut pool = Vec::new();
-        let opened = if channels == Channels::One { 1 } else { concurrency };
-        for _ in 0..opened {
+        let mut opened = Vec::new();
+        let count_of_channels = if channels == Channels::One { 1 } else { concurrency };
+        for _ in 0..count_of_channels {
             let channel = connection.create_channel().await.expect("a channel");
             channel
                 .confirm_select(ConfirmSelectOptions::default())
                 .await
                 .expect("confirm mode");
-            pool.push(channel);
+            opened.push(channel);
         }
         let envelope = webhooks::envelope();
         let messages: Vec<(Vec<u8>, BasicProperties)> = (0..count)
@@ -91,13 +93,13 @@ impl AmqpPublisher {
             .collect();
         let shared = Arc::new(Shared {
             exchange: topology.exchange.clone(),
+            routing_key: topology.routing_key.clone(),
             messages,
-            one: (channels == Channels::One).then(|| pool[0].clone()),
-            idle: Mutex::new(pool),
+            channels: opened,
         });
-        let send: Arc<Send> = Arc::new(move |_worker, index| {
+        let send: Arc<Send> = Arc::new(move |worker, index| {
             let shared = shared.clone();
-            Box::pin(async move { shared.publish(index).await })
+            Box::pin(async move { shared.publish(worker, index).await })
         });
         Self { send, connection }
     }
@@ -110,26 +112,17 @@ impl AmqpPublisher {
 
 struct Shared {
     exchange: String,
+    routing_key: String,
     messages: Vec<(Vec<u8>, BasicProperties)>,
-    /// The channel every publish uses, for [`Channels::One`].
-    one: Option<Channel>,
-    /// Idle channels, for [`Channels::PerPublish`].
-    idle: Mutex<Vec<Channel>>,
+    /// One channel every worker shares ([`Channels::One`]), or one per worker.
+    channels: Vec<Channel>,
 }
 
 impl Shared {
-    /// One mandatory publish and its confirm: 200 for an ack of a message
-    /// that was not returned, 502 for any other answer.
-    async fn publish(&self, index: usize) -> Answer {
-        let channel = match &self.one {
-            Some(channel) => channel.clone(),
-            None => self
-                .idle
-                .lock()
-                .expect("pool lock")
-                .pop()
-                .expect("a channel per worker"),
-        };
+    /// One mandatory publish from load worker `worker` and its confirm: 200
+    /// for an ack of a message that was not returned, 502 for any other answer.
+    async fn publish(&self, worker: usize, index: usize) -> Answer {
+        let channel = &self.channels[worker % self.channels.len()];
         let (body, properties) = &self.messages[index];
         let options = BasicPublishOptions {
             mandatory: true,
@@ -138,7 +131,7 @@ impl Shared {
         let confirmed = match channel
             .basic_publish(
                 self.exchange.as_str().into(),
-                "webhook".into(),
+                self.routing_key.as_str().into(),
                 options,
                 body,
                 properties.clone(),
@@ -148,9 +141,6 @@ impl Shared {
             Ok(confirm) => confirm.await,
             Err(e) => Err(e),
         };
-        if self.one.is_none() {
-            self.idle.lock().expect("pool lock").push(channel);
-        }
         let status = match confirmed {
             Ok(Confirmation::Ack(None)) => Some(200),
             Ok(_) => Some(502),

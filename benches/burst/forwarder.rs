@@ -66,12 +66,12 @@ pub fn requests(mode: HostMode, authority: &str, workers: usize, run: &str, coun
         .collect();
     let clients = Clients::new(authority, workers);
     let run = run.to_owned();
+    let path = match mode {
+        HostMode::Forwarding => webhooks::forwarding_path(),
+        HostMode::Payload => "/WebhookForwarder".to_owned(),
+    };
     Arc::new(move |worker, index| {
-        let request = Request::post(match mode {
-            HostMode::Forwarding => webhooks::forwarding_path(),
-            HostMode::Payload => "/WebhookForwarder".to_owned(),
-        })
-        .header("x-azure-functions-invocationid", format!("{run}-{index}"));
+        let request = Request::post(&path).header("x-azure-functions-invocationid", format!("{run}-{index}"));
         let client = clients.for_worker(worker);
         match mode {
             HostMode::Forwarding => {

@@ -56,9 +56,13 @@ pub struct Client {
     open: Option<Open>,
 }
 
+/// hyper's side of one connection: the future that reads and writes it.
+type Connection = Pin<Box<http1::Connection<TokioIo<TcpStream>, Body>>>;
+
 struct Open {
     sender: http1::SendRequest<Body>,
-    connection: Pin<Box<http1::Connection<TokioIo<TcpStream>, Body>>>,
+    /// Driven beside each exchange; `None` once the server closed it.
+    connection: Option<Connection>,
 }
 
 impl Client {
@@ -76,25 +80,24 @@ impl Client {
     /// longer than two minutes. A failed connection is reopened next time.
     pub async fn send(&mut self, mut request: Request<Body>) -> Option<Response> {
         request.headers_mut().insert(HOST, self.host.clone());
-        let answer = tokio::time::timeout(TIMEOUT, self.exchange(request))
-            .await
-            .ok()
-            .flatten();
-        if answer.is_none() {
+        let Ok(response) = tokio::time::timeout(TIMEOUT, self.exchange(request)).await else {
             self.open = None;
-        }
-        answer
+            return None;
+        };
+        response
     }
 
     async fn exchange(&mut self, request: Request<Body>) -> Option<Response> {
         if self.open.is_none() {
             self.open = Some(Self::connect(&self.authority).await?);
         }
-        let response = self.open.as_mut()?.exchange(request).await;
-        // A server that says it closes the connection after this response
-        // (RabbitMQ's management API does after every 1,000th) gets a new
-        // one for the next request.
-        if response.as_ref().is_some_and(|response| closes(&response.headers)) {
+        let open = self.open.as_mut()?;
+        let response = open.exchange(request).await;
+        // The next request gets a new connection after a failure, after the
+        // server closed this one, or when it says it will close it after
+        // this response (RabbitMQ's management API does after every 1,000th).
+        let reusable = open.connection.is_some() && response.as_ref().is_some_and(|r| !closes(&r.headers));
+        if !reusable {
             self.open = None;
         }
         response
@@ -106,7 +109,7 @@ impl Client {
         let (sender, connection) = http1::handshake::<_, Body>(TokioIo::new(stream)).await.ok()?;
         Some(Open {
             sender,
-            connection: Box::pin(connection),
+            connection: Some(Box::pin(connection)),
         })
     }
 }
@@ -126,13 +129,18 @@ impl Open {
             })
         });
         // The connection makes progress only while polled: poll it beside
-        // the exchange. It ends when the server closes it, possibly in the
-        // same poll that read this response: the exchange still finishes.
+        // the exchange.
+        let running = connection.as_mut()?;
         tokio::select! {
             biased;
-            response = &mut exchange => response,
-            _ = connection.as_mut() => exchange.await,
+            response = &mut exchange => return response,
+            _ = running.as_mut() => {}
         }
+        // The server closed the connection, possibly in the same poll that
+        // read this response. Dropping it hands the exchange that response,
+        // or fails a request it never sent instead of leaving it waiting.
+        *connection = None;
+        exchange.await
     }
 }
 

@@ -64,7 +64,7 @@ enum PhaseKind {
     DirectHttp,
     /// The load generator publishes each message over AMQP with confirms, on one channel.
     DirectAmqp,
-    /// The same, on a channel per publish in flight (the forwarder's previous way).
+    /// The same, on a channel per publish in flight (the forwarder's way two versions ago).
     DirectAmqpPerPublish,
     /// The forwarder over HTTP, sent the caller's requests.
     HttpForwarding,

@@ -1,5 +1,5 @@
 //! Publishes stream out on confirm-mode channels of the one connection
-//! ([`CHANNELS`] of them: one measured best), as many in flight on each as
+//! ([`CHANNELS`] of them), as many in flight on each as
 //! `PublishConcurrency` allows, and each is answered once its confirm is in
 //! and every publish before it on its channel has been answered.
 //!
