@@ -3,7 +3,9 @@
 //! confirms) and in each host mode, beside the two ceilings measured in the
 //! same run with the same bodies and concurrency: the load generator
 //! publishing the same messages straight to the HTTP publish endpoint, and
-//! straight over AMQP with confirms. Every message is read back and compared.
+//! straight over AMQP with confirms; and that AMQP publisher behind a bare
+//! HTTP server, sent the forwarder's requests: the floor of any forwarder
+//! fed over HTTP ([`behind_http`]). Every message is read back and compared.
 //!
 //! Run it with `scripts/bench` (see docs/benchmarks.md); `--help` lists the
 //! knobs. The handler, the broker topology and the readback are the test
@@ -11,6 +13,7 @@
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
+mod behind_http;
 mod direct;
 mod forwarder;
 mod http1;
@@ -25,6 +28,7 @@ use clap::{Parser, ValueEnum};
 use serde_json::json;
 use test_support::broker::{QueuedMessage, Topology, api_get};
 
+use behind_http::BehindHttp;
 use direct::{AmqpPublisher, Channels};
 use forwarder::{HostMode, Transport};
 use load::Sample;
@@ -64,6 +68,8 @@ enum PhaseKind {
     DirectHttp,
     /// The load generator publishes each message over AMQP with confirms, on one channel.
     DirectAmqp,
+    /// The same publisher behind a bare HTTP server, sent the forwarder's requests: the floor of any forwarder fed over HTTP.
+    DirectAmqpBehindHttp,
     /// The same, on a channel per publish in flight (the forwarder's way two versions ago).
     DirectAmqpPerPublish,
     /// The forwarder over HTTP, sent the caller's requests.
@@ -85,6 +91,7 @@ impl PhaseKind {
         match self {
             Self::DirectHttp => "direct HTTP publish (ceiling)",
             Self::DirectAmqp => "direct AMQP publisher, 1 channel",
+            Self::DirectAmqpBehindHttp => "direct AMQP publisher behind bare HTTP (floor)",
             Self::DirectAmqpPerPublish => "direct AMQP publisher, channel per publish",
             Self::HttpForwarding => "forwarder over HTTP, forwarding mode",
             Self::HttpPayload => "forwarder over HTTP, payload mode",
@@ -100,19 +107,31 @@ impl PhaseKind {
             Self::HttpPayload => Some((Transport::Http, HostMode::Payload)),
             Self::AmqpForwarding => Some((Transport::Amqp, HostMode::Forwarding)),
             Self::AmqpPayload => Some((Transport::Amqp, HostMode::Payload)),
-            Self::DirectHttp | Self::DirectAmqp | Self::DirectAmqpPerPublish => None,
+            Self::DirectHttp | Self::DirectAmqp | Self::DirectAmqpBehindHttp | Self::DirectAmqpPerPublish => None,
         }
     }
 }
 
-// One thread: the load generator stands in for e-conomic and the Functions
-// host, which run on other machines in Azure; here it shares the two cores
-// with the broker and the handler, so it keeps its own switching to a
-// minimum (a multi-threaded runtime switched threads two to three times as
-// often; the direct publisher measured alike on either, within the noise).
-#[tokio::main(flavor = "current_thread")]
-async fn main() {
-    let options = Options::parse();
+fn main() {
+    let mut args = std::env::args().skip(1);
+    if args.next().as_deref() == Some(behind_http::SERVE_FLAG) {
+        let (exchange, routing_key) = (args.next().unwrap(), args.next().unwrap());
+        return behind_http::serve(exchange, routing_key);
+    }
+    // One thread: the load generator stands in for e-conomic and the
+    // Functions host, which run on other machines in Azure; here it shares
+    // the two cores with the broker and the handler, so it keeps its own
+    // switching to a minimum (a multi-threaded runtime switched threads two
+    // to three times as often; the direct publisher measured alike on
+    // either, within the noise).
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime")
+        .block_on(bench(Options::parse()));
+}
+
+async fn bench(options: Options) {
     println!("# Burst benchmark\n");
     println!("{}", machine_details().await);
     let (one, five, fifteen) = report::load_average();
@@ -194,6 +213,14 @@ async fn run_phase(kind: PhaseKind, options: &Options, run: usize) -> Phase {
                 PhaseKind::DirectHttp => {
                     let send = direct::http(&topology, concurrency, &run_id, count);
                     measured_burst(count, concurrency, send, None).await
+                }
+                PhaseKind::DirectAmqpBehindHttp => {
+                    let server = BehindHttp::start(&topology).await;
+                    let authority = server.addr.to_string();
+                    let send = forwarder::requests(HostMode::Forwarding, &authority, concurrency, &run_id, count);
+                    let burst = measured_burst(count, concurrency, send, Some(server.pid())).await;
+                    server.stop().await;
+                    burst
                 }
                 _ => {
                     let channels = if kind == PhaseKind::DirectAmqp {
@@ -287,6 +314,15 @@ fn print_targets(options: &Options, medians: &HashMap<PhaseKind, Medians>) {
             kind.name(),
             report::verdict(to_http, 5.0),
             report::verdict(to_amqp, 0.8)
+        );
+    }
+    let floor = figure(PhaseKind::DirectAmqpBehindHttp, &|m| m.to_amqp);
+    if !floor.is_nan() {
+        let forwarding = figure(PhaseKind::AmqpForwarding, &|m| m.to_amqp);
+        println!(
+            "- {}: {floor:.2} × the direct AMQP publisher: what receiving each webhook over HTTP costs here, before any forwarder work; the forwarder over AMQP (forwarding mode) reaches {:.2} of that",
+            PhaseKind::DirectAmqpBehindHttp.name(),
+            forwarding / floor
         );
     }
     let lost: usize = medians.values().map(|m| m.lost).sum();

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use tokio::sync::{Semaphore, SemaphorePermit};
-use tracing::{instrument, warn};
+use tracing::warn;
 
 pub use error::PublishError;
 
@@ -139,8 +139,9 @@ impl Publisher {
 
     /// Publishes `webhook`, retrying transient failures with backoff and jitter
     /// until the publish deadline; every attempt has its own timeout because
-    /// the broker's confirm can hang.
-    #[instrument(name = "publish", skip_all, fields(message_id = %webhook.message_id))]
+    /// the broker's confirm can hang. No span per publish: `tracing` was in
+    /// about 4 % of the handler's profile samples at 6,000 webhooks a second,
+    /// and the one line logged in here names the message itself.
     pub async fn publish(&self, webhook: &Webhook) -> Result<Published, PublishError> {
         let _slot = self.acquire_slot().await?;
         let envelope = Envelope {
@@ -175,7 +176,13 @@ impl Publisher {
                     last: Box::new(failure),
                 });
             }
-            warn!(attempts, retry_in = ?delay, error = %failure, "publish attempt failed, retrying");
+            warn!(
+                message_id = %webhook.message_id,
+                attempts,
+                retry_in = ?delay,
+                error = %failure,
+                "publish attempt failed, retrying"
+            );
             tokio::time::sleep(delay).await;
         }
     }
