@@ -188,33 +188,45 @@ async fn a_confirm_that_does_not_come_is_cut_by_the_attempt_timeout_never_answer
 }
 
 #[tokio::test]
-async fn a_2xx_comes_after_the_broker_took_the_message_and_a_nack_is_503() {
+async fn a_2xx_comes_after_the_broker_took_the_message_and_a_nack_is_503_over_either_transport() {
     // A queue that holds one message and refuses more: the broker acks the
-    // first publish and nacks the second.
-    let topology = Topology::declare_with_queue_arguments(json!({
-        "x-max-length": 1,
-        "x-overflow": "reject-publish"
-    }))
-    .await;
-    let settings = topology
-        .amqp_transport_settings()
-        .with("PublishDeadline", "1500ms")
-        .with("PublishAttemptTimeout", "500ms");
-    let app = Served::start(&settings).await;
+    // first publish and nacks the second. Over HTTP the endpoint answers
+    // that nack 400 "Unable to publish message. Check queue limits.". A
+    // full queue may drain, so either transport retries within the
+    // deadline, then answers 503 + Retry-After.
+    for transport in ["http", "amqp"] {
+        let topology = Topology::declare_with_queue_arguments(json!({
+            "x-max-length": 1,
+            "x-overflow": "reject-publish"
+        }))
+        .await;
+        let settings = match transport {
+            "http" => topology.settings(),
+            _ => topology.amqp_transport_settings(),
+        };
+        let settings = settings
+            .with("PublishDeadline", "1500ms")
+            .with("PublishAttemptTimeout", "500ms");
+        let app = Served::start(&settings).await;
 
-    let first = app.forward("/api/WebhookForwarder", "text/plain", b"fits").await;
-    assert_eq!(first.status(), 200);
-    // On the queue already when the 200 arrives: no wait.
-    assert_eq!(topology.depth().await, 1);
+        let first = app.forward("/api/WebhookForwarder", "text/plain", b"fits").await;
+        assert_eq!(first.status(), 200, "{transport}");
+        // On the queue already when the 200 arrives: no wait.
+        assert_eq!(topology.depth().await, 1, "{transport}");
 
-    let second = app.forward("/api/WebhookForwarder", "text/plain", b"refused").await;
-    assert_eq!(second.status(), 503);
-    assert_eq!(second.headers()["retry-after"], "5");
-    let taken = topology.take_all().await;
-    assert_eq!(taken.len(), 1);
-    assert_eq!(taken[0].body, b"fits");
-    let output = app.process.output();
-    assert!(output.contains("refused to take the message (basic.nack)"), "{output}");
+        let second = app.forward("/api/WebhookForwarder", "text/plain", b"refused").await;
+        assert_eq!(second.status(), 503, "{transport}");
+        assert_eq!(second.headers()["retry-after"], "5", "{transport}");
+        let taken = topology.take_all().await;
+        assert_eq!(taken.len(), 1, "{transport}");
+        assert_eq!(taken[0].body, b"fits", "{transport}");
+        let output = app.process.output();
+        assert!(
+            output.contains("refused to take the message (basic.nack)"),
+            "{transport}: {output}"
+        );
+        assert!(output.contains("retrying"), "{transport}: {output}");
+    }
 }
 
 #[tokio::test]
