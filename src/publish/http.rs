@@ -124,9 +124,9 @@ fn judge(status: StatusCode, answer: &[u8], broker: &BrokerSettings) -> Result<(
         400 if reason(answer).contains("NOT_FOUND") => Err(not_found()),
         // The broker nacked the message, a queue's limit refusing it
         // (`x-overflow: reject-publish`): "rejected Unable to publish message.
-        // Check queue limits." (3.10; 4.x the same without "rejected"). A
-        // full queue may drain, so it is retried within the deadline, as the
-        // AMQP transport retries a nack.
+        // Check queue limits." (3.10.8 and 4.0.5 alike). A full queue may
+        // drain, so it is retried within the deadline, as the AMQP transport
+        // retries a nack.
         400 if reason(answer).contains("Check queue limits") => Err(PublishError::Nacked),
         // RabbitMQ 4.2.9+ and 4.3.3+ stop waiting for the confirm after 30 s
         // with 400 "confirm_timeout": the message may or may not be queued.
@@ -244,8 +244,9 @@ mod tests {
 
     #[test]
     fn a_queue_limit_refusing_the_message_is_a_nack_worth_another_attempt() {
-        // Copied from curl against RabbitMQ 3.10.8 (a queue with
-        // x-max-length 1 and x-overflow reject-publish, already full).
+        // Copied from curl against RabbitMQ 3.10.8 and 4.0.5 (the same
+        // answer; a queue with x-max-length 1 and x-overflow reject-publish,
+        // already full).
         let answer = r#"{"error":"bad_request","reason":"rejected Unable to publish message. Check queue limits."}"#;
         let err = judge_answer(400, answer).unwrap_err();
         assert!(matches!(err, PublishError::Nacked), "{err:?}");
