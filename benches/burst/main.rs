@@ -68,9 +68,9 @@ enum PhaseKind {
     DirectHttp,
     /// The load generator publishes each message over AMQP with confirms, on one channel.
     DirectAmqp,
-    /// The same publisher behind a bare HTTP server, sent the forwarder's requests: the floor of any forwarder fed over HTTP.
+    /// That publisher behind a bare HTTP server, sent the forwarder's requests: the floor of any forwarder fed over HTTP.
     DirectAmqpBehindHttp,
-    /// The same, on a channel per publish in flight (the forwarder's way two versions ago).
+    /// The direct AMQP publisher on a channel per publish in flight (the forwarder's way two versions ago).
     DirectAmqpPerPublish,
     /// The forwarder over HTTP, sent the caller's requests.
     HttpForwarding,
