@@ -2,8 +2,9 @@
 //! behind a bare HTTP/1.1 server, in a process of its own as the handler
 //! is, sent the very requests the handler is sent. Each request's body is
 //! published as the direct publisher publishes it (the product's message,
-//! `mandatory`, one channel, its own confirm awaited) and answered 200 on a
-//! plain ack, 502 otherwise. No settings, no checks, no retries, no logs, no
+//! `mandatory`, one channel, its own confirm awaited:
+//! [`direct::publish_confirmed`]) and answered 200 on a plain ack, 502
+//! otherwise. No settings, no checks, no retries, no logs, no
 //! telling one `basic.return` from another: what is left is receiving a
 //! webhook over HTTP and answering it, which the forwarder cannot skip. Its
 //! ratio to the direct publisher is what HTTP alone costs here, beside the
@@ -23,8 +24,8 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use lapin::{Channel, Confirmation};
+use lapin::Channel;
+use lapin::options::ConfirmSelectOptions;
 use test_support::broker::Topology;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpListener;
@@ -32,7 +33,7 @@ use tokio::process::{Child, Command};
 use webhook_forwarder::broker::message;
 use webhook_forwarder::webhook::Webhook;
 
-use crate::webhooks;
+use crate::{direct, webhooks};
 
 /// The first argument that makes the benchmark's executable this server;
 /// the exchange and the routing key follow it.
@@ -143,26 +144,17 @@ impl Target {
             query: String::new(),
             body: body.to_bytes(),
         };
-        let options = BasicPublishOptions {
-            mandatory: true,
-            immediate: false,
-        };
-        let confirmed = match self
-            .channel
-            .basic_publish(
-                self.exchange.as_str().into(),
-                self.routing_key.as_str().into(),
-                options,
-                &webhook.body,
-                message::amqp_properties(&webhook, webhooks::envelope()),
-            )
-            .await
-        {
-            Ok(confirm) => confirm.await,
-            Err(e) => Err(e),
-        };
+        let properties = message::amqp_properties(&webhook, webhooks::envelope());
+        let confirmed = direct::publish_confirmed(
+            &self.channel,
+            &self.exchange,
+            &self.routing_key,
+            &webhook.body,
+            properties,
+        )
+        .await;
         match confirmed {
-            Ok(Confirmation::Ack(None)) => status(StatusCode::OK),
+            Some(200) => status(StatusCode::OK),
             _ => status(StatusCode::BAD_GATEWAY),
         }
     }

@@ -119,36 +119,42 @@ struct Shared {
 }
 
 impl Shared {
-    /// One mandatory publish from load worker `worker` and its confirm: 200
-    /// for an ack of a message that was not returned, 502 for any other answer.
+    /// One mandatory publish from load worker `worker` and its confirm.
     async fn publish(&self, worker: usize, index: usize) -> Answer {
         let channel = &self.channels[worker % self.channels.len()];
         let (body, properties) = &self.messages[index];
-        let options = BasicPublishOptions {
-            mandatory: true,
-            immediate: false,
-        };
-        let confirmed = match channel
-            .basic_publish(
-                self.exchange.as_str().into(),
-                self.routing_key.as_str().into(),
-                options,
-                body,
-                properties.clone(),
-            )
-            .await
-        {
-            Ok(confirm) => confirm.await,
-            Err(e) => Err(e),
-        };
-        let status = match confirmed {
-            Ok(Confirmation::Ack(None)) => Some(200),
-            Ok(_) => Some(502),
-            Err(_) => None,
-        };
         Answer {
-            status,
+            status: publish_confirmed(channel, &self.exchange, &self.routing_key, body, properties.clone()).await,
             retry_after: false,
         }
+    }
+}
+
+/// One mandatory publish on `channel` and its confirm, as the direct
+/// publisher sends it (also behind the floor's HTTP server): 200 for an ack
+/// of a message that was not returned, 502 for any other answer, `None`
+/// when the publish or its confirm failed.
+pub async fn publish_confirmed(
+    channel: &Channel,
+    exchange: &str,
+    routing_key: &str,
+    body: &[u8],
+    properties: BasicProperties,
+) -> Option<u16> {
+    let options = BasicPublishOptions {
+        mandatory: true,
+        immediate: false,
+    };
+    let confirmed = match channel
+        .basic_publish(exchange.into(), routing_key.into(), options, body, properties)
+        .await
+    {
+        Ok(confirm) => confirm.await,
+        Err(e) => Err(e),
+    };
+    match confirmed {
+        Ok(Confirmation::Ack(None)) => Some(200),
+        Ok(_) => Some(502),
+        Err(_) => None,
     }
 }

@@ -320,7 +320,7 @@ fn print_targets(options: &Options, medians: &HashMap<PhaseKind, Medians>) {
     if !floor.is_nan() {
         let forwarding = figure(PhaseKind::AmqpForwarding, &|m| m.to_amqp);
         println!(
-            "- {}: {floor:.2} × the direct AMQP publisher: what receiving each webhook over HTTP costs here, before any forwarder work; the forwarder over AMQP (forwarding mode) reaches {:.2} of that",
+            "- {}: {floor:.2} × the direct AMQP publisher: what receiving each webhook over HTTP costs here, before any forwarder work; the forwarder over AMQP (forwarding mode) reaches {:.2} of that (ratio of the medians)",
             PhaseKind::DirectAmqpBehindHttp.name(),
             forwarding / floor
         );
