@@ -1,8 +1,7 @@
 //! The AMQP part of `handler check`: connect exactly as the AMQP transport
 //! does ([`crate::broker::amqp::connect`], the same heartbeat and limits),
-//! see that the exchange exists, and that the connection allows as many
-//! channels as publishes may be in flight (the transport uses one channel per
-//! publish in flight).
+//! report the heartbeat and channel limit the broker agreed to, and see that
+//! the exchange exists.
 
 use lapin::options::ExchangeDeclareOptions;
 use lapin::types::FieldTable;
