@@ -9,26 +9,33 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::task::{JoinHandle, JoinSet};
 
 /// A port the broker appears on only once [`LateBroker::open`] is called;
 /// closed again when dropped (with every relayed connection).
 pub struct LateBroker {
     port: u16,
+    /// Bound and not listening until [`LateBroker::open`]: the port stays
+    /// ours (no other socket, nor an outgoing connection, can take it),
+    /// while connecting to it is refused.
+    reserved: Option<TcpSocket>,
     stalled: Arc<AtomicBool>,
     relay: Option<JoinHandle<()>>,
 }
 
 impl LateBroker {
     /// A free port on 127.0.0.1 with nothing listening on it: connecting
-    /// there is refused, as to a broker that is down.
+    /// there is refused, as to a broker that is down. Binding it without
+    /// listening keeps it: a port freed and bound again later was once
+    /// taken meanwhile as the local port of some other connection.
     pub fn reserve() -> Self {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
-        let port = listener.local_addr().expect("a bound address").port();
-        drop(listener);
+        let socket = TcpSocket::new_v4().expect("a socket");
+        socket.bind(([127, 0, 0, 1], 0).into()).expect("a free port");
+        let port = socket.local_addr().expect("a bound address").port();
         Self {
             port,
+            reserved: Some(socket),
             stalled: Arc::new(AtomicBool::new(false)),
             relay: None,
         }
@@ -41,9 +48,12 @@ impl LateBroker {
 
     /// From now on, connections to the port reach the broker.
     pub async fn open(&mut self) {
-        let listener = TcpListener::bind(("127.0.0.1", self.port))
-            .await
-            .expect("the reserved port is still free");
+        let listener = self
+            .reserved
+            .take()
+            .expect("the port is opened once")
+            .listen(1024)
+            .expect("listening on the reserved port");
         let stalled = self.stalled.clone();
         self.relay = Some(tokio::spawn(async move {
             // Dropping the set (when this task is aborted) ends every relay.
