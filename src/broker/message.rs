@@ -141,6 +141,37 @@ pub fn amqp_properties(webhook: &Webhook, envelope: Envelope<'_>) -> BasicProper
     properties
 }
 
+// ---- the parts of a webhook, wherever it is held ------------------------------
+
+/// The parts of a webhook that identify it and that templates read
+/// ([`crate::template`]): the same on both sides of the queue, borrowed from
+/// a [`Webhook`] about to be published or from a queued message read back
+/// ([`Original::parts`]). The message id and the routing key are not parts:
+/// two sends of the same webhook differ in them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WebhookParts<'a> {
+    /// The sender's method, upper case.
+    pub method: &'a str,
+    /// The sender's raw query string, function key removed, maybe empty.
+    pub query: &'a str,
+    /// The sender's `Content-Type`, if it sent one.
+    pub content_type: Option<&'a str>,
+    /// The body, byte for byte.
+    pub body: &'a [u8],
+}
+
+impl Webhook {
+    /// This webhook's parts, as a consumer will read them back.
+    pub fn parts(&self) -> WebhookParts<'_> {
+        WebhookParts {
+            method: &self.method,
+            query: &self.query,
+            content_type: self.content_type.as_deref(),
+            body: &self.body,
+        }
+    }
+}
+
 // ---- reading: which request a queued message stands for ---------------------
 
 /// The original webhook request a queued message describes, body aside.
@@ -176,6 +207,18 @@ impl Original {
             method,
             query: header(QUERY_HEADER).unwrap_or_default(),
             content_type,
+        }
+    }
+}
+
+impl Original {
+    /// The queued webhook's parts, with `body`, the message's payload.
+    pub fn parts<'a>(&'a self, body: &'a [u8]) -> WebhookParts<'a> {
+        WebhookParts {
+            method: &self.method,
+            query: &self.query,
+            content_type: self.content_type.as_deref(),
+            body,
         }
     }
 }
@@ -309,6 +352,16 @@ mod tests {
                     content_type: webhook.content_type.clone(),
                 }
             );
+        }
+    }
+
+    #[test]
+    fn a_webhook_and_its_queued_message_have_the_same_parts() {
+        let long = format!("text/plain; x={}", "y".repeat(300));
+        for content_type in [None, Some("application/x-www-form-urlencoded"), Some(long.as_str())] {
+            let webhook = webhook(b"old=101&new=102", content_type);
+            let original = Original::from_properties(&amqp_properties(&webhook, ENVELOPE));
+            assert_eq!(original.parts(&webhook.body), webhook.parts());
         }
     }
 
