@@ -218,6 +218,36 @@ pub async fn run_to_end(args: &[&str], settings: &AppSettings, stdin: &str) -> F
     }
 }
 
+/// Runs `handler <args>` to its end (at most 60 s) with exactly `settings`
+/// and its stdout a pipe whose reading end is already closed, as in
+/// `handler check | head -1` once `head` has its line: what it printed on
+/// stderr and how it ended.
+pub async fn run_into_closed_pipe(args: &[&str], settings: &AppSettings) -> Finished {
+    let (writer, reader) = tokio::net::unix::pipe::pipe().expect("a pipe");
+    drop(reader);
+    let stdout = writer.into_blocking_fd().expect("the pipe's writing end");
+    let child = Command::new(handler_binary())
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(settings.pairs())
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(stdout))
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the handler binary starts");
+    let output = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("the subcommand finishes within 60 s")
+        .expect("the child can be awaited");
+    Finished {
+        status: output.status,
+        stdout: String::new(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
 /// The handler serving, started as the Functions host starts it: the
 /// host's variables set, the port 0 (the handler logs the one it bound), and
 /// `GET /` polled every 25 ms until it answers. Derefs to a [`HostClient`]
