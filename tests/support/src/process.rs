@@ -78,7 +78,17 @@ impl Handler {
         if let Some(dir) = program.parent() {
             command.current_dir(dir);
         }
-        let mut child = command.spawn().expect("the handler binary starts");
+        Self::spawn_command(command)
+    }
+
+    /// Starts `command` (its stdout and stderr piped here), collecting what it prints.
+    pub fn spawn_command(mut command: Command) -> Self {
+        command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = command.spawn().expect("the command starts");
         let output = Arc::new(Mutex::new(String::new()));
         collect_lines(child.stdout.take().expect("piped"), output.clone(), "");
         collect_lines(child.stderr.take().expect("piped"), output.clone(), "stderr: ");
