@@ -6,8 +6,9 @@
 //! `RelaySigningSecret`.
 //!
 //! Pure functions (the clock is an argument), unit-tested against the
-//! specification's own example; the relay's real requests are checked with
-//! the published `standardwebhooks` crate in `tests/relay/signing.rs`.
+//! example the specification's libraries test with; the relay's real
+//! requests are checked with the published `standardwebhooks` crate in
+//! `tests/relay/signing.rs`.
 
 use std::borrow::Cow;
 use std::fmt;

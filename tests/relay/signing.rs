@@ -210,8 +210,8 @@ async fn while_rotating_two_secrets_sign_and_either_one_alone_verifies() {
     queue.publish(&messages).await;
     let target = TestTarget::accepting().await;
 
-    // As docs/relay.md says to rotate: the new secret first, the old one kept.
-    let both = format!("{new} {old}");
+    // Step 2 of rotating in docs/relay.md: the old secret and the new one.
+    let both = format!("{old} {new}");
     let mut relay = Handler::relay_with(&queue, &target.url("/hook.php"), &[], signing(&both));
     target
         .wait_until(Duration::from_secs(30), "2 deliveries", |seen| seen.len() >= 2)
