@@ -8,8 +8,9 @@
 //!
 //! Around that: [`settings`] read once at start-up, [`broker`] (everything
 //! that knows RabbitMQ: the URL, the message format, the topology, the
-//! management API), and the executable's subcommands ([`cli`], one module
-//! each in [`commands`]).
+//! management API), [`template`] (the little language that turns a webhook
+//! into a key: the relay's ordering keys, the routing key), and the
+//! executable's subcommands ([`cli`], one module each in [`commands`]).
 
 pub mod broker;
 pub mod cli;
@@ -21,4 +22,5 @@ pub mod relay;
 pub mod secret;
 pub mod settings;
 pub mod telemetry;
+pub mod template;
 pub mod webhook;

@@ -19,6 +19,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use lapin::BasicProperties;
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use serde::Serialize;
+use sha2::{Digest, Sha256};
 
 use crate::webhook::Webhook;
 
@@ -141,6 +142,60 @@ pub fn amqp_properties(webhook: &Webhook, envelope: Envelope<'_>) -> BasicProper
     properties
 }
 
+// ---- the parts of a webhook, wherever it is held ------------------------------
+
+/// The parts of a webhook that identify it and that templates read
+/// ([`crate::template`]): the same on both sides of the queue, borrowed from
+/// a [`Webhook`] about to be published or from a queued message read back
+/// ([`Original::parts`]). The message id and the routing key are not parts:
+/// two sends of the same webhook differ in them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WebhookParts<'a> {
+    /// The sender's method, upper case.
+    pub method: &'a str,
+    /// The sender's raw query string, function key removed, maybe empty.
+    pub query: &'a str,
+    /// The sender's `Content-Type`, if it sent one.
+    pub content_type: Option<&'a str>,
+    /// The body, byte for byte.
+    pub body: &'a [u8],
+}
+
+impl WebhookParts<'_> {
+    /// The webhook's digest: the hex SHA-256 of `METHOD \n QUERY \n
+    /// CONTENT-TYPE \n BODY` (no spaces; an absent content type is empty).
+    /// Two sends of the same webhook have the same digest whatever their
+    /// message ids; one byte more or less anywhere changes it. Unambiguous:
+    /// none of the first three can hold a line break (HTTP forbids it in a
+    /// request line and a header value).
+    pub fn digest(&self) -> String {
+        let mut hasher = Sha256::new();
+        for part in [
+            self.method.as_bytes(),
+            self.query.as_bytes(),
+            self.content_type.unwrap_or("").as_bytes(),
+        ] {
+            hasher.update(part);
+            hasher.update(b"\n");
+        }
+        hasher.update(self.body);
+        let digest = hasher.finalize();
+        digest.iter().map(|byte| format!("{byte:02x}")).collect()
+    }
+}
+
+impl Webhook {
+    /// This webhook's parts, as a consumer will read them back.
+    pub fn parts(&self) -> WebhookParts<'_> {
+        WebhookParts {
+            method: &self.method,
+            query: &self.query,
+            content_type: self.content_type.as_deref(),
+            body: &self.body,
+        }
+    }
+}
+
 // ---- reading: which request a queued message stands for ---------------------
 
 /// The original webhook request a queued message describes, body aside.
@@ -176,6 +231,18 @@ impl Original {
             method,
             query: header(QUERY_HEADER).unwrap_or_default(),
             content_type,
+        }
+    }
+}
+
+impl Original {
+    /// The queued webhook's parts, with `body`, the message's payload.
+    pub fn parts<'a>(&'a self, body: &'a [u8]) -> WebhookParts<'a> {
+        WebhookParts {
+            method: &self.method,
+            query: &self.query,
+            content_type: self.content_type.as_deref(),
+            body,
         }
     }
 }
@@ -309,6 +376,53 @@ mod tests {
                     content_type: webhook.content_type.clone(),
                 }
             );
+        }
+    }
+
+    #[test]
+    fn a_webhook_and_its_queued_message_have_the_same_parts() {
+        let long = format!("text/plain; x={}", "y".repeat(300));
+        for content_type in [None, Some("application/x-www-form-urlencoded"), Some(long.as_str())] {
+            let webhook = webhook(b"old=101&new=102", content_type);
+            let original = Original::from_properties(&amqp_properties(&webhook, ENVELOPE));
+            assert_eq!(original.parts(&webhook.body), webhook.parts());
+        }
+    }
+
+    #[test]
+    fn the_digest_covers_each_part_and_nothing_else() {
+        let sent = webhook(b"old=101&new=102", Some("application/x-www-form-urlencoded"));
+        let digest = sent.parts().digest();
+        // What `printf 'POST\ntype=product\napplication/x-www-form-urlencoded\nold=101&new=102' | sha256sum` prints.
+        assert_eq!(
+            digest,
+            "147043b93148d0085ec0e3ab3b8d901e4ae766aa67848a47d9419e1342429244"
+        );
+        let again = Webhook {
+            message_id: "another-id".to_owned(),
+            ..sent.clone()
+        };
+        assert_eq!(again.parts().digest(), digest);
+        let changed = [
+            Webhook {
+                method: "GET".to_owned(),
+                ..sent.clone()
+            },
+            Webhook {
+                query: "type=products".to_owned(),
+                ..sent.clone()
+            },
+            Webhook {
+                content_type: None,
+                ..sent.clone()
+            },
+            Webhook {
+                body: Bytes::from_static(b"old=101&new=103"),
+                ..sent.clone()
+            },
+        ];
+        for other in changed {
+            assert_ne!(other.parts().digest(), digest, "{other:?}");
         }
     }
 
