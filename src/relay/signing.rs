@@ -19,7 +19,9 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use reqwest::header::{HeaderMap, HeaderValue};
 use ring::hmac;
 use ring::rand::{SecureRandom, SystemRandom};
+use sha2::{Digest, Sha256};
 
+use crate::broker::message::Original;
 use crate::secret::Secret;
 use crate::settings::SettingsError;
 
@@ -38,6 +40,10 @@ const PREFIX: &str = "whsec_";
 const SECRET_BYTES: std::ops::RangeInclusive<usize> = 24..=64;
 /// Bytes of a secret `handler relay-secret new` makes.
 const NEW_SECRET_BYTES: usize = 32;
+/// How a `webhook-id` made from a hash starts, and how many hex digits
+/// (128 bits) of the hash follow.
+const DERIVED_PREFIX: &str = "sha256-";
+const DERIVED_HEX_DIGITS: usize = 32;
 
 const HINT: &str = "write one secret as whsec_ and its base64 (`handler relay-secret new` prints a fresh one), \
     or several separated by spaces while rotating";
@@ -119,10 +125,10 @@ impl Signer {
         header
     }
 
-    /// The three headers of one attempt at `now`: the message's
+    /// The three headers of one attempt of `original` at `now`: its
     /// [`webhook_id`], the timestamp and the signatures.
-    pub fn headers(&self, message_id: Option<&str>, body: &[u8], now: SystemTime) -> HeaderMap {
-        let id = webhook_id(message_id, body);
+    pub fn headers(&self, original: &Original, body: &[u8], now: SystemTime) -> HeaderMap {
+        let id = webhook_id(original, body);
         // A clock before 1970 is no clock: sign with 0, which every verifier refuses.
         let timestamp = now.duration_since(UNIX_EPOCH).map_or(0, |since| since.as_secs());
         let signature = self.sign(&id, timestamp, body);
@@ -150,15 +156,24 @@ pub fn signer(lookup: impl Fn(&str) -> Option<String>) -> Result<Option<Signer>,
 
 /// The `webhook-id` of a message: its message id, which every attempt and
 /// every replay of a dead letter keeps. The specification wants an id that
-/// holds no `.` (it separates the signed parts); an id that holds one, or
-/// that cannot be a header, or a message without an id (published by
-/// something else than the forwarder), gets an id derived from what it has,
-/// so it too stays the same on every attempt.
-pub fn webhook_id<'a>(message_id: Option<&'a str>, body: &[u8]) -> Cow<'a, str> {
-    match message_id {
+/// holds no `.` (it separates the signed parts). An id that holds one, or
+/// that cannot be a header, becomes `sha256-` and 32 hex digits of its own
+/// SHA-256; a message without an id (published by something else than the
+/// forwarder) gets the same prefix and the webhook's digest
+/// ([`WebhookParts::digest`](crate::broker::message::WebhookParts::digest)):
+/// either stays the same on every attempt.
+pub fn webhook_id<'a>(original: &'a Original, body: &[u8]) -> Cow<'a, str> {
+    let derived = |hex: &str| format!("{DERIVED_PREFIX}{}", &hex[..DERIVED_HEX_DIGITS]);
+    match original.message_id.as_deref() {
         Some(id) if usable_as_id(id) => Cow::Borrowed(id),
-        Some(id) => Cow::Owned(derived_id(&[b"id", id.as_bytes()])),
-        None => Cow::Owned(derived_id(&[b"body", body])),
+        Some(id) => {
+            let hex: String = Sha256::digest(id.as_bytes())
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            Cow::Owned(derived(&hex))
+        }
+        None => Cow::Owned(derived(&original.parts(body).digest())),
     }
 }
 
@@ -166,19 +181,6 @@ pub fn webhook_id<'a>(message_id: Option<&'a str>, body: &[u8]) -> Cow<'a, str> 
 /// stack could trim or a verifier could split on.
 fn usable_as_id(id: &str) -> bool {
     !id.is_empty() && id.bytes().all(|b| b.is_ascii_graphic() && b != b'.')
-}
-
-/// `sha256-` and 32 hex digits of the SHA-256 of `parts` (each preceded by
-/// its length, so two different lists never hash alike).
-fn derived_id(parts: &[&[u8]]) -> String {
-    let mut context = ring::digest::Context::new(&ring::digest::SHA256);
-    for part in parts {
-        context.update(&(part.len() as u64).to_be_bytes());
-        context.update(part);
-    }
-    let digest = context.finish();
-    let hex: String = digest.as_ref()[..16].iter().map(|b| format!("{b:02x}")).collect();
-    format!("sha256-{hex}")
 }
 
 /// A fresh secret for `RelaySigningSecret`: `whsec_` and the base64 of 32
@@ -202,6 +204,15 @@ mod tests {
 
     fn signer_of(value: &str) -> Result<Signer, SettingsError> {
         Signer::parse(&Secret::new(value))
+    }
+
+    fn message(id: Option<&str>) -> Original {
+        Original {
+            message_id: id.map(str::to_owned),
+            method: "POST".to_owned(),
+            query: "type=product".to_owned(),
+            content_type: Some("application/x-www-form-urlencoded".to_owned()),
+        }
     }
 
     #[test]
@@ -242,16 +253,20 @@ mod tests {
     fn an_attempt_carries_the_id_its_time_and_the_signature_of_both() {
         let signer = signer_of(EXAMPLE_SECRET).unwrap();
         let at = UNIX_EPOCH + std::time::Duration::from_millis(EXAMPLE_TIMESTAMP * 1000 + 999);
-        let headers = signer.headers(Some(EXAMPLE_ID), EXAMPLE_BODY, at);
+        let headers = signer.headers(&message(Some(EXAMPLE_ID)), EXAMPLE_BODY, at);
         assert_eq!(headers.len(), 3);
         assert_eq!(headers[ID_HEADER], EXAMPLE_ID);
         assert_eq!(headers[TIMESTAMP_HEADER], "1649367553");
         assert_eq!(headers[SIGNATURE_HEADER], EXAMPLE_SIGNATURE);
-        let later = signer.headers(Some(EXAMPLE_ID), EXAMPLE_BODY, at + std::time::Duration::from_secs(1));
+        let later = signer.headers(
+            &message(Some(EXAMPLE_ID)),
+            EXAMPLE_BODY,
+            at + std::time::Duration::from_secs(1),
+        );
         assert_eq!(later[ID_HEADER], EXAMPLE_ID);
         assert_eq!(later[TIMESTAMP_HEADER], "1649367554");
         assert_ne!(later[SIGNATURE_HEADER], EXAMPLE_SIGNATURE);
-        let bare = signer.headers(None, b"old=1", at);
+        let bare = signer.headers(&message(None), b"old=1", at);
         let id = bare[ID_HEADER].to_str().unwrap();
         assert_eq!(
             bare[SIGNATURE_HEADER],
@@ -313,18 +328,29 @@ mod tests {
 
     #[test]
     fn the_webhook_id_is_the_message_id_when_it_can_be() {
-        assert_eq!(webhook_id(Some("3f2a-9c1e"), b"x"), "3f2a-9c1e");
-        let dotted = webhook_id(Some("a.b"), b"x");
-        assert!(dotted.starts_with("sha256-") && dotted.len() == 7 + 32, "{dotted}");
-        assert_eq!(webhook_id(Some("a.b"), b"other body"), dotted, "from the id alone");
-        assert_ne!(webhook_id(Some("a.c"), b"x"), dotted);
+        let plain = message(Some("3f2a-9c1e"));
+        assert_eq!(webhook_id(&plain, b"x"), "3f2a-9c1e");
+        let dotted = message(Some("a.b"));
+        // `printf 'a.b' | sha256sum`, its first 32 digits.
+        assert_eq!(webhook_id(&dotted, b"x"), "sha256-2e7336dc8eba87ef472df568c35482ab");
+        assert_eq!(
+            webhook_id(&dotted, b"other body"),
+            webhook_id(&dotted, b"x"),
+            "from the id alone"
+        );
         for odd in ["", "a b", "é", "tab\there"] {
-            assert!(webhook_id(Some(odd), b"x").starts_with("sha256-"), "{odd:?}");
+            assert!(webhook_id(&message(Some(odd)), b"x").starts_with("sha256-"), "{odd:?}");
         }
-        let bare = webhook_id(None, b"old=1&new=2");
-        assert_eq!(webhook_id(None, b"old=1&new=2"), bare, "the same on every attempt");
-        assert_ne!(webhook_id(None, b"old=1&new=3"), bare);
-        assert_ne!(webhook_id(Some(""), b""), webhook_id(None, b""));
+    }
+
+    #[test]
+    fn a_message_without_an_id_gets_the_webhooks_digest() {
+        let bare = message(None);
+        let id = webhook_id(&bare, b"old=1&new=2");
+        let digest = bare.parts(b"old=1&new=2").digest();
+        assert_eq!(id, format!("sha256-{}", &digest[..32]));
+        assert_eq!(webhook_id(&bare, b"old=1&new=2"), id, "the same on every attempt");
+        assert_ne!(webhook_id(&bare, b"old=1&new=3"), id);
     }
 
     #[test]

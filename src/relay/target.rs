@@ -106,7 +106,7 @@ impl Target {
         }
         if let Some(signer) = &self.signer {
             // Signed now, not when the message arrived: the timestamp is this attempt's.
-            request = request.headers(signer.headers(original.message_id.as_deref(), &body, SystemTime::now()));
+            request = request.headers(signer.headers(original, &body, SystemTime::now()));
         }
         request = request.body(body);
         if let Some(id) = original
