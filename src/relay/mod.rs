@@ -4,7 +4,8 @@
 //! A message flows: [`consumer`] (AMQP over [`connection`], reconnects) ->
 //! [`worker`] (one task per message) -> [`gate`] (the [`circuit`]: is the
 //! target up?) and [`rate`] -> [`target`] (HTTP, the request rebuilt from
-//! [`crate::broker::message`], [`signing`] and [`endpoint_headers`]) -> ack. When the target is down the circuit
+//! [`crate::broker::message`], signed by [`signing`], with the
+//! [`endpoint_headers`]) -> ack. When the target is down the circuit
 //! pauses everything; a message the target refuses while it takes the
 //! others is tried again ([`retry`]) and finally set aside
 //! ([`dead_letter`], which also lists and replays them). [`attempts`]
