@@ -11,6 +11,10 @@
 //! median. The target only counts: recording every request (as the tests'
 //! target does) would slow it down and measure the target instead.
 //!
+//! The signed phase: each run is followed by one with `RelaySigningSecret`
+//! set (every request signed as Standard Webhooks says), so both see the
+//! same machine; it prints its median and its share of the unsigned one.
+//!
 //! Usage: relay_bench <handler binary> [messages] [runs] [concurrency] [prefetch]
 
 // A benchmark tool: a panic is a failed run.
@@ -24,10 +28,14 @@ use std::time::{Duration, Instant};
 use test_support::broker::{TestMessage, Topology, amqp_url};
 use warp::Filter;
 
-/// Arrivals at the target: how many, the first and the last.
+/// The signed phase's secret (a fixed one: only the cost of signing is measured).
+const SIGNING_SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
+
+/// Arrivals at the target: how many (and how many signed), the first and the last.
 #[derive(Default)]
 struct Arrivals {
     count: AtomicUsize,
+    signed: AtomicUsize,
     span: Mutex<Option<(Instant, Instant)>>,
 }
 
@@ -46,28 +54,56 @@ async fn main() {
     );
 
     let mut rates = Vec::new();
+    let mut signed = Vec::new();
     for run in 1..=runs {
-        let rate = one_run(handler, messages, concurrency, prefetch).await;
+        let rate = one_run(handler, messages, concurrency, prefetch, &[]).await;
         println!("run {run}: {rate:.0} messages/s");
         rates.push(rate);
+        let signing = [("RelaySigningSecret", SIGNING_SECRET)];
+        let rate = one_run(handler, messages, concurrency, prefetch, &signing).await;
+        println!("run {run}, signed: {rate:.0} messages/s");
+        signed.push(rate);
     }
-    rates.sort_by(f64::total_cmp);
-    println!("median: {:.0} messages/s", rates[rates.len() / 2]);
+    let unsigned = median(&mut rates);
+    println!("median: {unsigned:.0} messages/s");
+    let signed = median(&mut signed);
+    println!(
+        "signed median: {signed:.0} messages/s, {:.3} of unsigned (target: at least 0.95)",
+        signed / unsigned
+    );
 }
 
-async fn one_run(handler: &str, messages: usize, concurrency: usize, prefetch: Option<usize>) -> f64 {
+fn median(rates: &mut [f64]) -> f64 {
+    rates.sort_by(f64::total_cmp);
+    rates[rates.len() / 2]
+}
+
+/// One run: `messages` relayed by a relay with `settings` in its environment
+/// besides `AmqpUrl`; the delivery rate in messages per second.
+async fn one_run(
+    handler: &str,
+    messages: usize,
+    concurrency: usize,
+    prefetch: Option<usize>,
+    settings: &[(&str, &str)],
+) -> f64 {
     let topology = Topology::with_dead_letter().await;
     topology.publish(&TestMessage::many(messages, "bench")).await;
 
     let arrivals = Arc::new(Arrivals::default());
     let seen = arrivals.clone();
-    let target = warp::body::bytes().map(move |_body: bytes::Bytes| {
-        let now = Instant::now();
-        let mut span = seen.span.lock().unwrap();
-        *span = Some(span.map_or((now, now), |(first, _)| (first, now)));
-        seen.count.fetch_add(1, Ordering::Relaxed);
-        warp::reply()
-    });
+    let target = warp::header::optional::<String>("webhook-signature")
+        .and(warp::body::bytes())
+        .map(move |signature: Option<String>, _body: bytes::Bytes| {
+            if signature.is_some() {
+                seen.signed.fetch_add(1, Ordering::Relaxed);
+            }
+            let now = Instant::now();
+            let mut span = seen.span.lock().unwrap();
+            *span = Some(span.map_or((now, now), |(first, _)| (first, now)));
+            seen.count.fetch_add(1, Ordering::Relaxed);
+            warp::reply()
+        });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let to = format!("http://{}/hook.php", listener.local_addr().unwrap());
     let server = tokio::spawn(warp::serve(target).incoming(listener).run());
@@ -87,6 +123,7 @@ async fn one_run(handler: &str, messages: usize, concurrency: usize, prefetch: O
     let mut relay = tokio::process::Command::new(handler)
         .args(&relay_args)
         .env("AmqpUrl", amqp_url())
+        .envs(settings.iter().copied())
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .kill_on_drop(true)
@@ -101,6 +138,17 @@ async fn one_run(handler: &str, messages: usize, concurrency: usize, prefetch: O
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let (first, last) = arrivals.span.lock().unwrap().unwrap();
+    // The phase measures what it says: every request signed, or none.
+    let signing = settings.iter().any(|(name, _)| *name == "RelaySigningSecret");
+    let signed = arrivals.signed.load(Ordering::Relaxed);
+    assert_eq!(
+        signed,
+        if signing {
+            arrivals.count.load(Ordering::Relaxed)
+        } else {
+            0
+        }
+    );
 
     let pid = relay.id().unwrap().to_string();
     std::process::Command::new("kill")

@@ -23,6 +23,9 @@ App settings (environment variables; docs/settings.md has every one in full):
   HeaderReadTimeout       [default: 2m]             ListenAddress  [default: 127.0.0.1:8080]
   AllowedSourceNetworks   e.g. e-conomic,10.0.0.0/8 [default: all]
   WebhookSecret           a shared secret callers must send [default: none]
+  RelaySigningSecret      handler relay: sign every delivery (Standard Webhooks) with this whsec_ secret,
+                          or several separated by spaces (`handler relay-secret new` makes one)
+  RelayHeaders            handler relay: headers for every delivery, Name: value, several separated by |
 A variable that looks like one of these but is not (PublishConcurency) gets a warning.";
 use crate::relay::RelayArgs;
 use crate::relay::options::parse_queue;
@@ -74,6 +77,20 @@ pub enum Command {
     /// The broker comes from the environment variable AmqpUrl, as for relay.
     #[command(subcommand)]
     DeadLetter(DeadLetterCommand),
+    /// Make the secret the relay signs its deliveries with (the
+    /// RelaySigningSecret setting; docs/relay.md says how your endpoint
+    /// checks the signatures).
+    #[command(subcommand)]
+    RelaySecret(RelaySecretCommand),
+}
+
+/// `handler relay-secret ...`.
+#[derive(Debug, Subcommand)]
+pub enum RelaySecretCommand {
+    /// Print a fresh random secret for RelaySigningSecret (whsec_ and the
+    /// base64 of 32 random bytes) on stdout, nothing else. Give your endpoint
+    /// the same secret to verify the signatures.
+    New,
 }
 
 /// `handler dead-letter ...`.
@@ -261,6 +278,16 @@ mod tests {
         assert!(parse(&["dead-letter", "list", "--limit", "0"]).is_err());
         assert!(parse(&["dead-letter", "list", "--queue", ""]).is_err());
         assert!(parse(&["dead-letter"]).is_err(), "a subcommand is required");
+    }
+
+    #[test]
+    fn relay_secret_new_is_a_subcommand() {
+        let cli = parse(&["relay-secret", "new"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Some(Command::RelaySecret(RelaySecretCommand::New))
+        ));
+        assert!(parse(&["relay-secret"]).is_err(), "a subcommand is required");
     }
 
     #[test]

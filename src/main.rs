@@ -5,7 +5,7 @@ use std::fmt::Display;
 use std::process::ExitCode;
 
 use clap::Parser;
-use webhook_forwarder::cli::{Cli, Command};
+use webhook_forwarder::cli::{Cli, Command, RelaySecretCommand};
 use webhook_forwarder::{commands, telemetry};
 
 // glibc's malloc and free were 14 to 19 % of the handler's CPU under a
@@ -25,8 +25,8 @@ async fn main() -> ExitCode {
         // Rust's default: its stdout belongs to the Functions host.
         sigpipe::reset();
     }
-    if matches!(command, Command::DeadLetter(_)) {
-        // Its stdout is a table or JSON: logs go to stderr.
+    if matches!(command, Command::DeadLetter(_) | Command::RelaySecret(_)) {
+        // Their stdout is a table, JSON or a secret: logs go to stderr.
         telemetry::init_on_stderr();
     } else {
         telemetry::init();
@@ -38,6 +38,7 @@ async fn main() -> ExitCode {
         Command::AuthHeader => exit_code(commands::auth_header::run()),
         Command::Relay(args) => exit_code(commands::relay::run(*args).await),
         Command::DeadLetter(command) => exit_code(commands::dead_letter::run(command).await),
+        Command::RelaySecret(RelaySecretCommand::New) => exit_code(commands::relay_secret::new()),
     }
 }
 

@@ -7,6 +7,7 @@ pub mod auth_header;
 pub mod check;
 pub mod dead_letter;
 pub mod relay;
+pub mod relay_secret;
 pub mod serve;
 pub mod setup;
 

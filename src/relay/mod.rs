@@ -4,7 +4,8 @@
 //! A message flows: [`consumer`] (AMQP over [`connection`], reconnects) ->
 //! [`worker`] (one task per message) -> [`gate`] (the [`circuit`]: is the
 //! target up?) and [`rate`] -> [`target`] (HTTP, the request rebuilt from
-//! [`crate::broker::message`]) -> ack. When the target is down the circuit
+//! [`crate::broker::message`], signed by [`signing`], with the
+//! [`endpoint_headers`]) -> ack. When the target is down the circuit
 //! pauses everything; a message the target refuses while it takes the
 //! others is tried again ([`retry`]) and finally set aside
 //! ([`dead_letter`], which also lists and replays them). [`attempts`]
@@ -18,6 +19,7 @@ pub mod circuit;
 pub mod connection;
 pub mod consumer;
 pub mod dead_letter;
+pub mod endpoint_headers;
 pub mod gate;
 pub mod metrics;
 pub mod metrics_server;
@@ -25,6 +27,7 @@ pub mod options;
 pub mod progress;
 pub mod rate;
 pub mod retry;
+pub mod signing;
 pub mod target;
 pub mod worker;
 
@@ -161,7 +164,9 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<Snapshot, RelayError> {
     let concurrency = usize::from(options.concurrency);
-    let target = Target::new(options.target.clone(), options.timeout, concurrency)?;
+    let target = Target::new(options.target.clone(), options.timeout, concurrency)?
+        .signed_by(options.signer.clone())
+        .with_headers(options.headers.clone());
     let metrics = Arc::new(Metrics::new());
     let _metrics_server = match options.metrics {
         Some(addr) => {
@@ -182,6 +187,12 @@ pub async fn run(
         options.retry.max_attempts,
         options.timeout,
     );
+    if let Some(signer) = &options.signer {
+        info!("signing every delivery (Standard Webhooks) with {signer:?} from RelaySigningSecret");
+    }
+    if !options.headers.map().is_empty() {
+        info!("adding {:?} from RelayHeaders to every delivery", options.headers);
+    }
     let shared = Arc::new(Shared {
         target,
         pace: Pace::new(options.rate),

@@ -1,13 +1,16 @@
-//! What `handler relay` is told: the command line, plus the `AmqpUrl` setting
-//! from the environment (a password does not belong on a command line, where
-//! `ps` shows it to every user of the machine).
+//! What `handler relay` is told: the command line, plus the `AmqpUrl`,
+//! `RelaySigningSecret` and `RelayHeaders` settings from the environment (a
+//! password does not belong on a command line, where `ps` shows it to every
+//! user of the machine).
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use url::Url;
 
+use super::endpoint_headers::{self, EndpointHeaders};
 use super::retry::RetryPolicy;
+use super::signing::{self, Signer};
 use crate::broker::AmqpUrl;
 use crate::broker::topology::{DEFAULT_QUEUE, dead_letter_name};
 use crate::settings::{self, SettingsError, broker::AMQP_URL_HINT};
@@ -22,7 +25,9 @@ fn max_queue_name() -> usize {
 /// `handler relay`: drain a queue into an HTTP endpoint at the pace it can take.
 #[derive(Debug, Clone, clap::Args)]
 #[command(after_help = "The broker comes from the environment variable AmqpUrl, \
-    e.g. AmqpUrl='amqps://<user>:<password>@<host>/<vhost>' (locally amqp://guest:guest@127.0.0.1/). Every setting: docs/settings.md.")]
+    e.g. AmqpUrl='amqps://<user>:<password>@<host>/<vhost>' (locally amqp://guest:guest@127.0.0.1/). \
+    RelaySigningSecret (whsec_..., from `handler relay-secret new`) signs every delivery as Standard Webhooks says; \
+    RelayHeaders ('Name: value', several separated by |) adds headers, e.g. a credential. Every setting: docs/settings.md.")]
 pub struct RelayArgs {
     /// The endpoint every queued webhook is delivered to (http or https); the
     /// webhook's own query string is appended to any query it already has.
@@ -119,6 +124,10 @@ pub struct RelayOptions {
     pub shutdown_grace: Duration,
     /// Where to serve `/metrics`, if anywhere.
     pub metrics: Option<SocketAddr>,
+    /// `RelaySigningSecret`: what signs every delivery, if anything does.
+    pub signer: Option<Signer>,
+    /// `RelayHeaders`: headers added to every delivery.
+    pub headers: EndpointHeaders,
 }
 
 /// Options that parse one by one but do not fit together, or a bad `AmqpUrl`.
@@ -135,6 +144,16 @@ pub enum OptionsError {
         /// `--concurrency`.
         concurrency: u16,
     },
+    /// `RelaySigningSecret` or `RelayHeaders` is malformed.
+    #[error(transparent)]
+    Setting(SettingsError),
+    /// `--to` holds a user name or password.
+    #[error(
+        "--to holds a user name or password (user:password@host), which `ps` shows to every user of the machine: \
+         take it out of --to and set RelayHeaders='Authorization: Basic <base64 of user:password>' in the environment \
+         instead (`handler auth-header` prints that base64)"
+    )]
+    CredentialsInTarget,
     /// `--max-retry-delay` is below `--retry-delay`.
     #[error("--max-retry-delay ({max:?}) is shorter than --retry-delay ({first:?})")]
     RetryDelays {
@@ -146,9 +165,14 @@ pub enum OptionsError {
 }
 
 impl RelayOptions {
-    /// Combines the command line with the `AmqpUrl` setting read through `lookup`.
+    /// Combines the command line with the settings read through `lookup`.
     pub fn new(args: RelayArgs, lookup: impl Fn(&str) -> Option<String>) -> Result<Self, OptionsError> {
-        let amqp_url = amqp_url(lookup)?;
+        let amqp_url = amqp_url(&lookup)?;
+        if !args.to.username().is_empty() || args.to.password().is_some() {
+            return Err(OptionsError::CredentialsInTarget);
+        }
+        let signer = signing::signer(&lookup).map_err(OptionsError::Setting)?;
+        let headers = endpoint_headers::endpoint_headers(&lookup).map_err(OptionsError::Setting)?;
         let prefetch = args.prefetch.unwrap_or(args.concurrency.saturating_mul(4));
         if prefetch < args.concurrency {
             return Err(OptionsError::Prefetch {
@@ -178,10 +202,12 @@ impl RelayOptions {
             progress_interval: args.progress_interval,
             shutdown_grace: args.shutdown_grace,
             metrics: args.metrics,
+            signer,
+            headers,
         })
     }
 
-    /// Reads `AmqpUrl` from the process environment.
+    /// Reads the settings from the process environment.
     pub fn from_env(args: RelayArgs) -> Result<Self, OptionsError> {
         Self::new(args, |name| std::env::var(name).ok())
     }
@@ -346,6 +372,46 @@ mod tests {
     fn a_missing_amqp_url_names_the_setting() {
         let err = RelayOptions::new(args(&["--to", "http://x/"]).unwrap(), |_| None).unwrap_err();
         assert!(err.to_string().starts_with("setting AmqpUrl is missing"), "{err}");
+    }
+
+    #[test]
+    fn credentials_in_the_target_are_refused_pointing_to_relay_headers() {
+        for to in [
+            "https://user:s3cret@example.com/hook.php",
+            "https://user@example.com/hook.php",
+        ] {
+            let err = RelayOptions::new(args(&["--to", to]).unwrap(), local).unwrap_err();
+            assert_eq!(err, OptionsError::CredentialsInTarget);
+            let text = err.to_string();
+            assert!(text.contains("RelayHeaders='Authorization: Basic "), "{text}");
+            assert!(!text.contains("s3cret"), "{text}");
+        }
+    }
+
+    #[test]
+    fn signing_secret_and_headers_are_read_from_the_settings() {
+        let settings = |name: &str| match name {
+            "RelaySigningSecret" => Some("whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD".to_owned()),
+            "RelayHeaders" => Some("Authorization: Bearer t0ken".to_owned()),
+            other => local(other),
+        };
+        let options = RelayOptions::new(args(&["--to", "http://x/"]).unwrap(), settings).unwrap();
+        assert!(options.signer.is_some());
+        assert_eq!(options.headers.map()["authorization"], "Bearer t0ken");
+        let shown = format!("{options:?}");
+        assert!(!shown.contains("t0ken") && !shown.contains("C2FVsBQ"), "{shown}");
+
+        let defaults = RelayOptions::new(args(&["--to", "http://x/"]).unwrap(), local).unwrap();
+        assert!(defaults.signer.is_none() && defaults.headers.map().is_empty());
+        let bad = |name: &str| match name {
+            "RelaySigningSecret" => Some("hunter2".to_owned()),
+            other => local(other),
+        };
+        let err = RelayOptions::new(args(&["--to", "http://x/"]).unwrap(), bad).unwrap_err();
+        assert!(
+            err.to_string().starts_with("setting RelaySigningSecret is invalid"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! The outbound side: one HTTP request per attempt to the user's endpoint,
-//! rebuilt from the queued message, judged 2xx or not, and what a failure
-//! says about the target ([`Failure::outcome`], for the circuit).
+//! rebuilt from the queued message (signed by [`super::signing`] and with the
+//! [`super::endpoint_headers`] when those settings are set), judged 2xx or
+//! not, and what a failure says about the target ([`Failure::outcome`], for
+//! the circuit).
 
 use std::time::{Duration, SystemTime};
 
@@ -10,6 +12,8 @@ use reqwest::{Method, StatusCode};
 use url::Url;
 
 use super::circuit::Outcome;
+use super::endpoint_headers::EndpointHeaders;
+use super::signing::Signer;
 use crate::broker::message::Original;
 use crate::http_client;
 
@@ -43,6 +47,8 @@ pub struct Target {
     client: reqwest::Client,
     url: Url,
     timeout: Duration,
+    signer: Option<Signer>,
+    headers: EndpointHeaders,
 }
 
 impl Target {
@@ -50,7 +56,23 @@ impl Target {
     /// no redirects (a redirected POST turns into a GET and loses its body).
     pub fn new(url: Url, timeout: Duration, concurrency: usize) -> Result<Self, reqwest::Error> {
         let client = http_client::client(concurrency, timeout)?;
-        Ok(Self { client, url, timeout })
+        Ok(Self {
+            client,
+            url,
+            timeout,
+            signer: None,
+            headers: EndpointHeaders::default(),
+        })
+    }
+
+    /// Signs every request with `signer` (`RelaySigningSecret`), if any.
+    pub fn signed_by(self, signer: Option<Signer>) -> Self {
+        Self { signer, ..self }
+    }
+
+    /// Adds `headers` (`RelayHeaders`) to every request.
+    pub fn with_headers(self, headers: EndpointHeaders) -> Self {
+        Self { headers, ..self }
     }
 
     /// The target for logs: no password, no query (either may hold a key).
@@ -69,15 +91,24 @@ impl Target {
     }
 
     /// Sends attempt number `attempt` of a message: its method, body byte for
-    /// byte, `Content-Type` and query, plus the message id and attempt headers.
+    /// byte, `Content-Type` and query, plus the message id and attempt
+    /// headers, the `RelayHeaders` and, with a signer, this attempt's signature.
     pub async fn deliver(&self, original: &Original, body: Bytes, attempt: u32) -> Result<StatusCode, Failure> {
         let mut request = self
             .client
             .request(method_of(original), url_for(&self.url, &original.query))
             .header(USER_AGENT, concat!("webhook-relay/", env!("CARGO_PKG_VERSION")))
             .header(ATTEMPT_HEADER, attempt)
-            .timeout(self.timeout)
-            .body(body);
+            .timeout(self.timeout);
+        if !self.headers.map().is_empty() {
+            // After User-Agent: a User-Agent of RelayHeaders replaces the relay's.
+            request = request.headers(self.headers.map().clone());
+        }
+        if let Some(signer) = &self.signer {
+            // Signed now, not when the message arrived: the timestamp is this attempt's.
+            request = request.headers(signer.headers(original, &body, SystemTime::now()));
+        }
+        request = request.body(body);
         if let Some(id) = original
             .message_id
             .as_deref()

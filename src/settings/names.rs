@@ -22,6 +22,8 @@ pub const KNOWN: &[&str] = &[
     "ListenAddress",
     "AllowedSourceNetworks",
     "WebhookSecret",
+    "RelaySigningSecret",
+    "RelayHeaders",
 ];
 
 /// A variable that is not one of ours but looks like one.

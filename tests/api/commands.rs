@@ -76,12 +76,13 @@ async fn no_subcommand_panics_on_a_closed_stdout() {
     let settings = topology
         .amqp_url_settings()
         .with("AmqpRoutingKey", topology.routing_key.as_str());
-    let commands: [&[&str]; 5] = [
+    let commands: [&[&str]; 6] = [
         &["check"],
         &["setup", "--queue", queue],
         &["dead-letter", "list", "--queue", queue],
         &["dead-letter", "list", "--queue", queue, "--json"],
         &["dead-letter", "purge", "--queue", queue, "--yes"],
+        &["relay-secret", "new"],
     ];
     for args in commands {
         let run = run_into_closed_pipe(args, &settings).await;

@@ -11,7 +11,8 @@ use test_support::process::Handler;
 
 const WRONG_PASSWORD: &str = "hunter2-wrong-Pa55";
 
-async fn exits_with_failure(relay: &mut Handler) -> String {
+/// Waits for the relay to exit, asserts it failed, and returns what it printed.
+pub async fn exits_with_failure(relay: &mut Handler) -> String {
     let status = relay.wait_for_exit(Duration::from_secs(60)).await;
     assert!(!status.success(), "exit {status}:\n{}", relay.output());
     relay.output()

@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod config;
+mod credentials;
 mod dead_letters;
 mod delivery;
 mod failures;
@@ -16,3 +17,4 @@ mod pace;
 mod poison;
 mod reconnect;
 mod shutdown;
+mod signing;

@@ -565,6 +565,26 @@ impl Topology {
     pub async fn take_dead_letters(&self) -> Vec<QueuedMessage> {
         take_all(&self.dead_letter(), usize::MAX).await
     }
+
+    /// The dead letters as the management UI's "Get messages" shows them
+    /// (properties and payload as JSON), left in the queue.
+    pub async fn peek_dead_letters(&self) -> Vec<Value> {
+        let path = format!(
+            "{}/api/queues/%2F/{}/get",
+            management_url(),
+            encoded(&self.dead_letter())
+        );
+        let body = json!({"count": 1000, "ackmode": "ack_requeue_true", "encoding": "auto"});
+        let response = management()
+            .post(path)
+            .basic_auth("guest", Some("guest"))
+            .json(&body)
+            .send()
+            .await
+            .expect(UNREACHABLE);
+        assert!(response.status().is_success(), "get messages: {}", response.status());
+        response.json().await.expect("a JSON list of messages")
+    }
 }
 
 impl Drop for Topology {

@@ -49,6 +49,11 @@ impl Handler {
     /// `handler relay --queue Q --to URL <extra>` with `AmqpUrl` set for the
     /// local broker; a progress line every second, so tests can read them.
     pub fn relay(topology: &Topology, to: &str, extra: &[&str]) -> Self {
+        Self::relay_with(topology, to, extra, AppSettings::new())
+    }
+
+    /// Like [`Handler::relay`], with `settings` set too (`RelaySigningSecret`, ...).
+    pub fn relay_with(topology: &Topology, to: &str, extra: &[&str], settings: AppSettings) -> Self {
         let mut args = vec![
             "relay",
             "--queue",
@@ -59,7 +64,7 @@ impl Handler {
             "1s",
         ];
         args.extend_from_slice(extra);
-        Self::spawn(&args, &AppSettings::new().with("AmqpUrl", amqp_url()), "info")
+        Self::spawn(&args, &settings.with("AmqpUrl", amqp_url()), "info")
     }
 
     /// Like [`Handler::spawn`], for another copy of the binary (the package test's).
