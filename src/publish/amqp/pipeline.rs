@@ -22,6 +22,11 @@
 //! this file missed that path, and the test named below caught it, a 200 for
 //! a returned message in 3 of 5 runs.
 //!
+//! While the broker blocks the connection (a memory or disk alarm: see
+//! [`super::flow`]) nothing new is put on the wire, and the publishes in
+//! flight are answered at once with the refusal instead of waiting for
+//! confirms that come only once the alarm clears; their channel is given up.
+//!
 //! History: one channel per publish in flight (exact, but each publish cost
 //! the broker a channel round), then batches answered once the whole batch
 //! was confirmed (a batch waited for the one before it). Before both, a
@@ -154,6 +159,8 @@ enum Event {
     Settled(Result<Confirmation, lapin::Error>),
     /// The oldest publish's deadline passed without a confirm.
     TimedOut,
+    /// The broker blocked the connection.
+    Blocked,
     /// The transport is gone.
     Stopped,
 }
@@ -174,6 +181,7 @@ struct Pipeline {
 
 impl Pipeline {
     async fn run(mut self, taken: flume::Receiver<Publish>, max_in_flight: usize) {
+        let mut blocked = self.link.flow().watch();
         loop {
             self.answer_settled();
             if self.in_flight.is_empty() {
@@ -197,6 +205,7 @@ impl Pipeline {
                         biased;
                         settled = &mut oldest.confirming => Event::Settled(settled),
                         () = tokio::time::sleep_until(deadline) => Event::TimedOut,
+                        Ok(_) = blocked.wait_for(|blocked| *blocked) => Event::Blocked,
                         publish = taken.recv_async(), if room => match publish {
                             Ok(publish) => Event::Publish(publish),
                             Err(_) => Event::Stopped,
@@ -222,6 +231,7 @@ impl Pipeline {
                     }
                     self.give_up_channel("a confirm on the channel timed out");
                 }
+                Event::Blocked => self.refuse_in_flight(),
                 Event::Stopped => return,
             }
         }
@@ -232,6 +242,12 @@ impl Pipeline {
         // A caller that stopped waiting retries on its own; sending its
         // message now would only make a duplicate.
         if publish.answer.is_closed() {
+            return;
+        }
+        // Written now, it would wait in the socket and be queued when the
+        // alarm clears, after its webhook was told to retry.
+        if let Some(refusal) = self.link.flow().refuse(Instant::now()) {
+            let _ = publish.answer.send(Err(refusal.into()));
             return;
         }
         let channel = match self.ready_channel(publish.deadline, publish.timeout).await {
@@ -356,16 +372,38 @@ impl Pipeline {
     /// a transient error: the retry loop sends them again (the same
     /// `message_id`; the broker may have kept a first copy).
     fn give_up_channel(&mut self, why: &str) {
+        self.abandon_channel(|| PublishError::NotConnected(why.to_owned()));
+    }
+
+    /// The broker blocked the connection: no confirm comes for a publish in
+    /// flight until the alarm clears (none came in the runs measured), so
+    /// each is refused now rather than holding its webhook to the deadline.
+    /// The broker will still queue them when the alarm clears: a webhook
+    /// refused here may be queued twice once its sender retries (the same
+    /// `message_id`). Those whose confirms are in are answered first.
+    fn refuse_in_flight(&mut self) {
+        self.collect_settled();
+        self.answer_settled();
+        let link = self.link.clone();
+        self.abandon_channel(|| match link.flow().refuse(Instant::now()) {
+            Some(refusal) => refusal.into(),
+            // Unblocked meanwhile: the retry loop sends it again.
+            None => PublishError::NotConnected("the broker blocked the connection".to_owned()),
+        });
+    }
+
+    /// Closes the channel (once the connection writes again, if blocked) and
+    /// fails every publish still in flight on it with `failure()`.
+    fn abandon_channel(&mut self, failure: impl Fn() -> PublishError) {
         if let Some(channel) = self.channel.take().filter(|channel| channel.status().connected()) {
             tokio::spawn(async move {
                 let _ = tokio::time::timeout(CLOSE_TIMEOUT, channel.close(200, "given up".into())).await;
             });
         }
         for entry in self.in_flight.drain(..) {
-            let _ = entry
-                .publish
-                .answer
-                .send(Err(PublishError::NotConnected(why.to_owned())));
+            if !entry.publish.answer.is_closed() {
+                let _ = entry.publish.answer.send(Err(failure()));
+            }
         }
         self.returned.clear();
     }
