@@ -21,9 +21,11 @@
 //! refusal (an error); success still needs the broker's `basic.ack`
 //! ([`super::verdict`]). What the broker did with publishes already written
 //! when the block came (measured on 3.10.8 and 4.0.5, docs/reliability.md):
-//! none was confirmed while the alarm lasted, and all were queued once it
-//! cleared; they are answered 503 at once rather than held to the deadline,
-//! so each may be queued twice once the sender retries (same `message_id`).
+//! either their confirms came within 5 ms of `connection.blocked`, or none
+//! came until the alarm cleared, and then all were queued. So they get a
+//! short grace ([`super::pipeline::BLOCK_GRACE`]) and are then answered 503
+//! rather than held to the deadline; each of those may be queued twice once
+//! its sender retries (the same `message_id`).
 
 use std::sync::Mutex;
 use std::time::Duration;

@@ -24,8 +24,9 @@
 //!
 //! While the broker blocks the connection (a memory or disk alarm: see
 //! [`super::flow`]) nothing new is put on the wire, and the publishes in
-//! flight are answered at once with the refusal instead of waiting for
-//! confirms that come only once the alarm clears; their channel is given up.
+//! flight get [`BLOCK_GRACE`] for their confirms, then are refused instead of
+//! waiting for confirms that come only once the alarm clears; their channel
+//! is given up.
 //!
 //! History: one channel per publish in flight (exact, but each publish cost
 //! the broker a channel round), then batches answered once the whole batch
@@ -59,6 +60,14 @@ use crate::publish::PublishError;
 /// less CPU and fewer context switches per message. The 100,000-webhook
 /// runs after it scored as with two, within the noise (docs/transports.md).
 pub const CHANNELS: usize = 1;
+
+/// How long publishes in flight when the broker blocks the connection may
+/// still wait for their confirms before they are refused. Confirms that came
+/// at all came within 5 ms of `connection.blocked` (3 of 20 runs of
+/// examples/alarm_confirms; in 16 others none came until the alarm cleared:
+/// docs/reliability.md); a hundred times that still answers their webhooks
+/// well within a second.
+pub const BLOCK_GRACE: Duration = Duration::from_millis(500);
 
 /// How long closing a channel given up on may take.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -102,6 +111,7 @@ impl Pipelines {
                     in_flight: VecDeque::new(),
                     returned: HashMap::new(),
                     alone: VecDeque::new(),
+                    refuse_at: None,
                 };
                 AbortOnDropHandle::new(tokio::spawn(pipeline.run(taken.clone(), max_in_flight)))
             })
@@ -159,7 +169,9 @@ enum Event {
     Settled(Result<Confirmation, lapin::Error>),
     /// The oldest publish's deadline passed without a confirm.
     TimedOut,
-    /// The broker blocked the connection.
+    /// The broker blocked the connection: the grace for confirms starts.
+    BlockNoticed,
+    /// The grace is over: the publishes still in flight are refused.
     Blocked,
     /// The transport is gone.
     Stopped,
@@ -177,6 +189,9 @@ struct Pipeline {
     /// Publishes to send again one at a time: the broker closed the channel
     /// over one message and failed the others with it.
     alone: VecDeque<Publish>,
+    /// While the broker blocks the connection: when the publishes in flight
+    /// stop waiting for their confirms.
+    refuse_at: Option<Instant>,
 }
 
 impl Pipeline {
@@ -185,6 +200,7 @@ impl Pipeline {
         loop {
             self.answer_settled();
             if self.in_flight.is_empty() {
+                self.refuse_at = None;
                 if let Some(publish) = self.alone.pop_front() {
                     self.send(publish, true).await;
                     continue;
@@ -201,11 +217,15 @@ impl Pipeline {
                 },
                 Some(oldest) => {
                     let deadline = oldest.publish.deadline;
+                    let refuse_at = self.refuse_at;
                     tokio::select! {
                         biased;
                         settled = &mut oldest.confirming => Event::Settled(settled),
                         () = tokio::time::sleep_until(deadline) => Event::TimedOut,
-                        Ok(_) = blocked.wait_for(|blocked| *blocked) => Event::Blocked,
+                        () = tokio::time::sleep_until(refuse_at.unwrap_or(deadline)), if refuse_at.is_some() => {
+                            Event::Blocked
+                        }
+                        Ok(_) = blocked.wait_for(|blocked| *blocked), if refuse_at.is_none() => Event::BlockNoticed,
                         publish = taken.recv_async(), if room => match publish {
                             Ok(publish) => Event::Publish(publish),
                             Err(_) => Event::Stopped,
@@ -231,7 +251,14 @@ impl Pipeline {
                     }
                     self.give_up_channel("a confirm on the channel timed out");
                 }
-                Event::Blocked => self.refuse_in_flight(),
+                Event::BlockNoticed => self.refuse_at = Some(Instant::now() + BLOCK_GRACE),
+                Event::Blocked => {
+                    self.refuse_at = None;
+                    // Unblocked within the grace: the rest are on their way.
+                    if *blocked.borrow() {
+                        self.refuse_in_flight();
+                    }
+                }
                 Event::Stopped => return,
             }
         }
@@ -375,12 +402,12 @@ impl Pipeline {
         self.abandon_channel(|| PublishError::NotConnected(why.to_owned()));
     }
 
-    /// The broker blocked the connection: no confirm comes for a publish in
-    /// flight until the alarm clears (none came in the runs measured), so
-    /// each is refused now rather than holding its webhook to the deadline.
-    /// The broker will still queue them when the alarm clears: a webhook
-    /// refused here may be queued twice once its sender retries (the same
-    /// `message_id`). Those whose confirms are in are answered first.
+    /// The broker blocked the connection [`BLOCK_GRACE`] ago: no confirm
+    /// comes now for a publish still in flight until the alarm clears, so
+    /// each is refused rather than holding its webhook to the deadline. The
+    /// broker will still queue them when the alarm clears: a webhook refused
+    /// here may be queued twice once its sender retries (the same
+    /// `message_id`). Those whose confirms are in are answered first, in order.
     fn refuse_in_flight(&mut self) {
         self.collect_settled();
         self.answer_settled();
