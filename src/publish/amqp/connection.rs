@@ -218,7 +218,10 @@ async fn keep_connected(
                 };
                 warn!(error = lost, "lost the connection to {url}; reconnecting");
                 if let Some(ended) = flow.detach(Instant::now()) {
-                    log_unblocked(ended, "the connection was lost");
+                    log_unblocked(
+                        ended,
+                        "the block ended with the lost connection; publishing on the next one",
+                    );
                 }
                 state.send_replace(State::Down(Failure::Unreachable(format!("connection lost: {lost}"))));
             }
@@ -261,7 +264,7 @@ async fn until_lost(connection: &Connection, url: &AmqpUrl, flow: &Flow) -> Stri
                     );
                 }
                 Some(Event::ConnectionUnblocked) => match flow.unblocked(Instant::now()) {
-                    Some(ended) => log_unblocked(ended, "the broker unblocked the connection"),
+                    Some(ended) => log_unblocked(ended, "the broker unblocked the connection: publishing again"),
                     None => info!("the broker unblocked the connection"),
                 },
                 Some(_) => {}
@@ -276,13 +279,14 @@ async fn until_lost(connection: &Connection, url: &AmqpUrl, flow: &Flow) -> Stri
     }
 }
 
-/// The block's last line: how long it lasted and how many webhooks it cost.
+/// The block's last line, `what` happened: how long it lasted and how many
+/// webhooks it cost.
 fn log_unblocked(ended: Ended, what: &str) {
     let lasted = Duration::from_millis(u64::try_from(ended.lasted.as_millis()).unwrap_or(u64::MAX));
     info!(
         blocked_for = %humantime::format_duration(lasted),
         answered_503 = ended.refused,
-        "{what}: publishing again"
+        "{what}"
     );
 }
 
