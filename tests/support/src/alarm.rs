@@ -6,7 +6,9 @@
 //! [`AlarmNode::under_test`] checks that the broker the test talks to (the
 //! `TEST_RABBITMQ_*` ports of [`crate::broker`]) is such a node, and that
 //! `TEST_RABBITMQCTL` reaches that same node. An [`Alarm`] clears itself when
-//! dropped, so a failing test never leaves its node blocked.
+//! dropped, so a failing test never leaves its node blocked. Every worktree
+//! on the machine uses the same two nodes: `scripts/test` runs the alarm
+//! tests under `flock /tmp/alarm-brokers.lock`, and so should a run by hand.
 
 use std::time::{Duration, Instant};
 
@@ -29,8 +31,8 @@ const MEMORY_WATERMARK_DEFAULT: &str = "0.4";
 
 const NOT_AN_ALARM_NODE: &str = "the alarm tests run only against a broker node of their own: \
      run scripts/alarm-broker-up, then set TEST_RABBITMQ_AMQP_PORT=5674 TEST_RABBITMQ_MANAGEMENT_PORT=15674 \
-     TEST_RABBITMQCTL=\"$PWD/scripts/alarm-broker-up ctl 3\" (or 5675, 15675 and `ctl 4` for RabbitMQ 4.x), \
-     as scripts/test does";
+     TEST_RABBITMQCTL=\"$PWD/scripts/alarm-broker-up ctl 3\" (or 5675, 15675 and `ctl 4` for RabbitMQ 4.x) \
+     and run under `flock /tmp/alarm-brokers.lock`, as scripts/test does";
 
 /// Which resource alarm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
