@@ -4,12 +4,30 @@
 //! Anything but 2xx makes e-conomic retry, so broker trouble is always 5xx:
 //! a 4xx would tell some senders to give up on an event we did not queue.
 
+use std::time::Duration;
+
 use warp::http::StatusCode;
 
 use crate::publish::PublishError;
 
 /// Seconds a caller is asked to wait before retrying after a 503.
 pub const RETRY_AFTER_SECONDS: u64 = 5;
+/// The longest `Retry-After` asked for while the broker blocks publishing.
+pub const MAX_BLOCKED_RETRY_AFTER_SECONDS: u64 = 60;
+
+/// `Retry-After` while the broker blocks publishing (a memory or disk
+/// alarm): as long as the block has lasted so far, at least
+/// [`RETRY_AFTER_SECONDS`], at most [`MAX_BLOCKED_RETRY_AFTER_SECONDS`].
+/// All that is known is how long it has lasted; an alarm clears only once
+/// the queue drains or the broker gets room, so one that has lasted long
+/// will likely last a while longer, and a caller that waits in step with it
+/// is refused fewer times. The cap keeps a caller that honours it from
+/// coming back more than a minute after the alarm cleared.
+pub fn blocked_retry_after(lasted: Duration) -> u64 {
+    lasted
+        .as_secs()
+        .clamp(RETRY_AFTER_SECONDS, MAX_BLOCKED_RETRY_AFTER_SECONDS)
+}
 
 /// Why a webhook was not queued.
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +79,7 @@ impl ForwardError {
             Self::Publish(PublishError::Overloaded { .. } | PublishError::DeadlineExceeded { .. }) => {
                 Some(RETRY_AFTER_SECONDS)
             }
+            Self::Publish(PublishError::Blocked { lasted, .. }) => Some(blocked_retry_after(*lasted)),
             Self::Publish(e) if e.is_transient() => Some(RETRY_AFTER_SECONDS),
             _ => None,
         }
@@ -110,6 +129,21 @@ mod tests {
         });
         assert_eq!(e.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(e.retry_after(), Some(RETRY_AFTER_SECONDS));
+    }
+
+    #[test]
+    fn a_blocked_broker_is_503_asking_to_wait_as_long_as_the_block_lasted_within_bounds() {
+        let blocked = |seconds| {
+            publish(PublishError::Blocked {
+                reason: "low on memory".into(),
+                lasted: Duration::from_secs(seconds),
+            })
+        };
+        assert_eq!(blocked(0).status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(blocked(0).retry_after(), Some(RETRY_AFTER_SECONDS));
+        assert_eq!(blocked(17).retry_after(), Some(17));
+        assert_eq!(blocked(3_600).retry_after(), Some(MAX_BLOCKED_RETRY_AFTER_SECONDS));
+        assert_eq!(blocked(17).reason(), "the queue is unavailable; retry later");
     }
 
     #[test]

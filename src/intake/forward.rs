@@ -111,7 +111,9 @@ impl Forwarder {
 }
 
 /// One event per webhook: debug when queued (a burst would flood the logs),
-/// warn when refused or overloaded, error when the broker failed it.
+/// warn when refused or overloaded, error when the broker failed it; debug
+/// again while the broker blocks publishing, whose start and end the
+/// transport logs once each.
 fn log(outcome: &Outcome<'_>) {
     let (message_id, bytes) = (outcome.message_id, outcome.bytes);
     match &outcome.result {
@@ -128,6 +130,9 @@ fn log(outcome: &Outcome<'_>) {
             match failure {
                 ForwardError::Publish(PublishError::Overloaded { .. }) | ForwardError::Forbidden(_) => {
                     warn!(message_id, bytes, status, error = %failure, "not queued");
+                }
+                ForwardError::Publish(PublishError::Blocked { .. }) => {
+                    debug!(message_id, bytes, status, error = %failure, "not queued");
                 }
                 ForwardError::Publish(_) => error!(message_id, bytes, status, error = %failure, "not queued"),
                 _ => warn!(message_id, bytes, status, error = %failure, "not queued"),

@@ -123,6 +123,20 @@ pub enum PublishError {
         /// The setting the vhost came from.
         setting: &'static str,
     },
+    /// AMQP: the broker blocks the connection (`connection.blocked`: a memory
+    /// or disk alarm), so nothing was published. Not transient: the alarm
+    /// lasts until the queue drains or the broker gets room, far longer than
+    /// a publish may wait.
+    #[error(
+        "the broker blocks publishing ({reason}, for {} s so far): a memory or disk alarm; the webhook was not published; drain the queue or give the broker more memory or disk",
+        .lasted.as_secs()
+    )]
+    Blocked {
+        /// The broker's reason (`low on memory`, `low on disk`).
+        reason: String,
+        /// How long the block has lasted so far.
+        lasted: Duration,
+    },
     /// AMQP: no connection to the broker yet, or it was lost; the transport
     /// reconnects in the background.
     #[error("not connected to the broker ({0}); reconnecting in the background")]
@@ -209,6 +223,14 @@ mod tests {
         assert!(PublishError::ConnectionRefused { user: "u".into() }.is_transient());
         assert!(PublishError::Nacked.is_transient());
         assert!(PublishError::NotConnected("refused".into()).is_transient());
+        assert!(
+            !PublishError::Blocked {
+                reason: "low on memory".into(),
+                lasted: Duration::from_secs(3),
+            }
+            .is_transient(),
+            "an alarm outlasts the deadline: answered at once"
+        );
         assert!(
             !PublishError::LoginRefused {
                 user: "u".into(),

@@ -125,7 +125,7 @@ impl Session {
         // Always consume at first: even with the circuit open (a reconnect
         // during an outage), a probe needs a message to probe with.
         let consumer = Some(start_consuming(&channel, &options.queue).await.map_err(amqp)?);
-        let dead_letters = Arc::new(DeadLetters::new(connection.clone(), &options.queue));
+        let dead_letters = Arc::new(DeadLetters::new(url.clone(), &options.queue));
         Ok(Self {
             connection,
             channel,

@@ -7,7 +7,8 @@
 //!
 //! Publishes ask for the connection with [`Link::connection`], which waits
 //! for one within their own timeout, and fails at once only when the broker
-//! refused the credentials (no wait will fix that).
+//! refused the credentials (no wait will fix that). The broker's
+//! `connection.blocked` and `connection.unblocked` go to [`Link::flow`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,10 +16,12 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use lapin::{Connection, Event};
 use tokio::sync::watch;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 use tracing::{info, warn};
 
+use super::flow::{Ended, Flow};
 use crate::broker::AmqpUrl;
 use crate::broker::amqp::{self, ConnectError, reconnect_delays};
 use crate::publish::PublishError;
@@ -94,6 +97,7 @@ impl From<ConnectError> for Failure {
 /// dropped or [`Link::close`]d.
 pub struct Link {
     state: watch::Receiver<State>,
+    flow: Arc<Flow>,
     stop: CancellationToken,
     task: AbortOnDropHandle<()>,
 }
@@ -110,9 +114,11 @@ impl Link {
     pub fn start(url: AmqpUrl, name: String) -> Self {
         let (state_tx, state) = watch::channel(State::Starting);
         let stop = CancellationToken::new();
-        let task = tokio::spawn(keep_connected(url, name, state_tx, stop.clone()));
+        let flow = Arc::new(Flow::default());
+        let task = tokio::spawn(keep_connected(url, name, state_tx, flow.clone(), stop.clone()));
         Self {
             state,
+            flow,
             stop,
             task: AbortOnDropHandle::new(task),
         }
@@ -151,6 +157,11 @@ impl Link {
         }
     }
 
+    /// Whether the broker blocks the connection (a memory or disk alarm).
+    pub fn flow(&self) -> &Flow {
+        &self.flow
+    }
+
     /// Stops reconnecting and closes the connection (at most a few seconds).
     pub async fn close(&self) {
         self.stop.cancel();
@@ -172,7 +183,13 @@ impl Link {
 }
 
 /// Connects, waits for the connection to be lost, reconnects; until `stop`.
-async fn keep_connected(url: AmqpUrl, name: String, state: watch::Sender<State>, stop: CancellationToken) {
+async fn keep_connected(
+    url: AmqpUrl,
+    name: String,
+    state: watch::Sender<State>,
+    flow: Arc<Flow>,
+    stop: CancellationToken,
+) {
     let mut delays = reconnect_delays();
     loop {
         let attempt = tokio::select! {
@@ -189,6 +206,7 @@ async fn keep_connected(url: AmqpUrl, name: String, state: watch::Sender<State>,
                     channel_max = configuration.channel_max(),
                     "connected to {url}"
                 );
+                flow.attach(connection.status().clone());
                 state.send_replace(State::Up(connection.clone()));
                 delays = reconnect_delays();
                 let lost = tokio::select! {
@@ -196,9 +214,15 @@ async fn keep_connected(url: AmqpUrl, name: String, state: watch::Sender<State>,
                         close(&connection).await;
                         break;
                     }
-                    lost = until_lost(&connection, &url) => lost,
+                    lost = until_lost(&connection, &url, &flow) => lost,
                 };
                 warn!(error = lost, "lost the connection to {url}; reconnecting");
+                if let Some(ended) = flow.detach(Instant::now()) {
+                    log_unblocked(
+                        ended,
+                        "the block ended with the lost connection; publishing on the next one",
+                    );
+                }
                 state.send_replace(State::Down(Failure::Unreachable(format!("connection lost: {lost}"))));
             }
             Err(error) => {
@@ -215,10 +239,11 @@ async fn keep_connected(url: AmqpUrl, name: String, state: watch::Sender<State>,
     state.send_replace(State::Closed);
 }
 
-/// Resolves, with the reason, when the connection fails or closes; logs the
-/// broker's flow control on the way (a memory or disk alarm blocks every
-/// publish until it clears).
-async fn until_lost(connection: &Connection, url: &AmqpUrl) -> String {
+/// Resolves, with the reason, when the connection fails or closes; follows
+/// the broker's flow control on the way (a memory or disk alarm blocks every
+/// publish until it clears), logging each block once as it starts and once
+/// as it ends.
+async fn until_lost(connection: &Connection, url: &AmqpUrl, flow: &Flow) -> String {
     let mut events = connection.events_listener();
     let mut ticks = tokio::time::interval(WATCH_EVERY);
     loop {
@@ -230,11 +255,18 @@ async fn until_lost(connection: &Connection, url: &AmqpUrl) -> String {
                 Some(Event::Error(error)) if !connection.status().connected() => {
                     return url.redact(&error.to_string());
                 }
-                Some(Event::ConnectionBlocked(reason)) => warn!(
-                    reason = url.redact(&reason),
-                    "the broker blocked the connection (a memory or disk alarm): publishes wait until it clears"
-                ),
-                Some(Event::ConnectionUnblocked) => info!("the broker unblocked the connection"),
+                Some(Event::ConnectionBlocked(reason)) => {
+                    flow.blocked(&reason, Instant::now());
+                    warn!(
+                        reason = url.redact(&reason),
+                        "the broker blocked the connection (a memory or disk alarm): until it clears, \
+                         webhooks are answered 503 with Retry-After and nothing is published"
+                    );
+                }
+                Some(Event::ConnectionUnblocked) => match flow.unblocked(Instant::now()) {
+                    Some(ended) => log_unblocked(ended, "the broker unblocked the connection: publishing again"),
+                    None => info!("the broker unblocked the connection"),
+                },
                 Some(_) => {}
                 None => return "the connection's events ended".to_owned(),
             },
@@ -245,6 +277,17 @@ async fn until_lost(connection: &Connection, url: &AmqpUrl) -> String {
             }
         }
     }
+}
+
+/// The block's last line, `what` happened: how long it lasted and how many
+/// webhooks it cost.
+fn log_unblocked(ended: Ended, what: &str) {
+    let lasted = Duration::from_millis(u64::try_from(ended.lasted.as_millis()).unwrap_or(u64::MAX));
+    info!(
+        blocked_for = %humantime::format_duration(lasted),
+        answered_503 = ended.refused,
+        "{what}"
+    );
 }
 
 /// Closes the connection so the broker logs a clean close, not a dropped socket.

@@ -9,8 +9,11 @@
 //! attempt's timeout, fails the attempt; the shared retry loop publishes
 //! again with the same `message_id`. The broker may have kept the first copy,
 //! so a consumer can see a message twice (never zero times after a 2xx).
+//! While the broker blocks the connection (a memory or disk alarm), nothing
+//! is published and every attempt is refused at once ([`flow`]).
 
 pub mod connection;
+pub mod flow;
 pub mod pipeline;
 pub mod verdict;
 

@@ -22,6 +22,12 @@
 //! this file missed that path, and the test named below caught it, a 200 for
 //! a returned message in 3 of 5 runs.
 //!
+//! While the broker blocks the connection (a memory or disk alarm: see
+//! [`super::flow`]) nothing new is put on the wire, and the publishes in
+//! flight get [`BLOCK_GRACE`] for their confirms, then are refused instead of
+//! waiting for confirms that come only once the alarm clears; their channel
+//! is given up.
+//!
 //! History: one channel per publish in flight (exact, but each publish cost
 //! the broker a channel round), then batches answered once the whole batch
 //! was confirmed (a batch waited for the one before it). Before both, a
@@ -54,6 +60,14 @@ use crate::publish::PublishError;
 /// less CPU and fewer context switches per message. The 100,000-webhook
 /// runs after it scored as with two, within the noise (docs/transports.md).
 pub const CHANNELS: usize = 1;
+
+/// How long publishes in flight when the broker blocks the connection may
+/// still wait for their confirms before they are refused. Confirms that came
+/// at all came within 5 ms of `connection.blocked` (3 of 20 runs of
+/// examples/alarm_confirms; in 16 others none came until the alarm cleared:
+/// docs/reliability.md); a hundred times that still answers their webhooks
+/// well within a second.
+pub const BLOCK_GRACE: Duration = Duration::from_millis(500);
 
 /// How long closing a channel given up on may take.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -97,6 +111,7 @@ impl Pipelines {
                     in_flight: VecDeque::new(),
                     returned: HashMap::new(),
                     alone: VecDeque::new(),
+                    refuse_at: None,
                 };
                 AbortOnDropHandle::new(tokio::spawn(pipeline.run(taken.clone(), max_in_flight)))
             })
@@ -154,6 +169,10 @@ enum Event {
     Settled(Result<Confirmation, lapin::Error>),
     /// The oldest publish's deadline passed without a confirm.
     TimedOut,
+    /// The broker blocked the connection: the grace for confirms starts.
+    BlockNoticed,
+    /// The grace is over: the publishes still in flight are refused.
+    Blocked,
     /// The transport is gone.
     Stopped,
 }
@@ -170,13 +189,18 @@ struct Pipeline {
     /// Publishes to send again one at a time: the broker closed the channel
     /// over one message and failed the others with it.
     alone: VecDeque<Publish>,
+    /// While the broker blocks the connection: when the publishes in flight
+    /// stop waiting for their confirms.
+    refuse_at: Option<Instant>,
 }
 
 impl Pipeline {
     async fn run(mut self, taken: flume::Receiver<Publish>, max_in_flight: usize) {
+        let mut blocked = self.link.flow().watch();
         loop {
             self.answer_settled();
             if self.in_flight.is_empty() {
+                self.refuse_at = None;
                 if let Some(publish) = self.alone.pop_front() {
                     self.send(publish, true).await;
                     continue;
@@ -193,10 +217,15 @@ impl Pipeline {
                 },
                 Some(oldest) => {
                     let deadline = oldest.publish.deadline;
+                    let refuse_at = self.refuse_at;
                     tokio::select! {
                         biased;
                         settled = &mut oldest.confirming => Event::Settled(settled),
                         () = tokio::time::sleep_until(deadline) => Event::TimedOut,
+                        () = tokio::time::sleep_until(refuse_at.unwrap_or(deadline)), if refuse_at.is_some() => {
+                            Event::Blocked
+                        }
+                        Ok(_) = blocked.wait_for(|blocked| *blocked), if refuse_at.is_none() => Event::BlockNoticed,
                         publish = taken.recv_async(), if room => match publish {
                             Ok(publish) => Event::Publish(publish),
                             Err(_) => Event::Stopped,
@@ -222,6 +251,14 @@ impl Pipeline {
                     }
                     self.give_up_channel("a confirm on the channel timed out");
                 }
+                Event::BlockNoticed => self.refuse_at = Some(Instant::now() + BLOCK_GRACE),
+                Event::Blocked => {
+                    self.refuse_at = None;
+                    // Unblocked within the grace: the rest are on their way.
+                    if *blocked.borrow() {
+                        self.refuse_in_flight();
+                    }
+                }
                 Event::Stopped => return,
             }
         }
@@ -232,6 +269,12 @@ impl Pipeline {
         // A caller that stopped waiting retries on its own; sending its
         // message now would only make a duplicate.
         if publish.answer.is_closed() {
+            return;
+        }
+        // Written now, it would wait in the socket and be queued when the
+        // alarm clears, after its webhook was told to retry.
+        if let Some(refusal) = self.link.flow().refuse(Instant::now()) {
+            let _ = publish.answer.send(Err(refusal.into()));
             return;
         }
         let channel = match self.ready_channel(publish.deadline, publish.timeout).await {
@@ -356,16 +399,38 @@ impl Pipeline {
     /// a transient error: the retry loop sends them again (the same
     /// `message_id`; the broker may have kept a first copy).
     fn give_up_channel(&mut self, why: &str) {
+        self.abandon_channel(|| PublishError::NotConnected(why.to_owned()));
+    }
+
+    /// The broker blocked the connection [`BLOCK_GRACE`] ago: no confirm
+    /// comes now for a publish still in flight until the alarm clears, so
+    /// each is refused rather than holding its webhook to the deadline. The
+    /// broker will still queue them when the alarm clears: a webhook refused
+    /// here may be queued twice once its sender retries (the same
+    /// `message_id`). Those whose confirms are in are answered first, in order.
+    fn refuse_in_flight(&mut self) {
+        self.collect_settled();
+        self.answer_settled();
+        let link = self.link.clone();
+        self.abandon_channel(|| match link.flow().refuse(Instant::now()) {
+            Some(refusal) => refusal.into(),
+            // Unblocked meanwhile: the retry loop sends it again.
+            None => PublishError::NotConnected("the broker blocked the connection".to_owned()),
+        });
+    }
+
+    /// Closes the channel (once the connection writes again, if blocked) and
+    /// fails every publish still in flight on it with `failure()`.
+    fn abandon_channel(&mut self, failure: impl Fn() -> PublishError) {
         if let Some(channel) = self.channel.take().filter(|channel| channel.status().connected()) {
             tokio::spawn(async move {
                 let _ = tokio::time::timeout(CLOSE_TIMEOUT, channel.close(200, "given up".into())).await;
             });
         }
         for entry in self.in_flight.drain(..) {
-            let _ = entry
-                .publish
-                .answer
-                .send(Err(PublishError::NotConnected(why.to_owned())));
+            if !entry.publish.answer.is_closed() {
+                let _ = entry.publish.answer.send(Err(failure()));
+            }
         }
         self.returned.clear();
     }

@@ -6,17 +6,30 @@
 //! (same body, same properties, reason headers added) there with publisher
 //! confirms and `mandatory`, so "no such exchange" and "no queue bound" are
 //! errors, not silent drops; the caller keeps the original until this succeeds.
+//!
+//! It publishes over a connection of its own, opened when the first message
+//! needs it, never over the consuming one. RabbitMQ blocks a connection that
+//! publishes during a memory or disk alarm and then reads nothing from it
+//! (acks included) until the alarm clears, and the AMQP client writes nothing
+//! to a blocked connection either: a dead letter published over the
+//! consuming connection would stop the relay draining the queue, which is
+//! what clears the alarm. A connection that only consumes is never blocked
+//! (seen on 3.10.8 and 4.0.5). During an alarm a dead-letter publish simply
+//! waits for its confirm, its original held unacknowledged, and completes
+//! once the alarm clears (tests/alarm.rs).
 
-use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{BasicProperties, Channel, Connection};
 use tokio::sync::Mutex;
+use tracing::info;
 
 use super::headers::{ATTEMPTS_HEADER, DEAD_LETTERED_AT_HEADER, FAILURE_HEADER, QUEUE_HEADER, STATUS_HEADER};
 use super::is_not_found;
+use crate::broker::AmqpUrl;
+use crate::broker::amqp::{self, ConnectError};
 use crate::broker::topology::dead_letter_name;
 
 /// Why a message could not be dead-lettered; the caller keeps it unacknowledged.
@@ -31,6 +44,9 @@ pub enum DeadLetterError {
     /// The broker answered the publish with a nack.
     #[error("the broker did not confirm the dead-letter publish to {0:?}")]
     Nacked(String),
+    /// The connection dead letters are published over could not be opened.
+    #[error("could not open the connection to publish dead letters over: {0}")]
+    Connect(#[from] ConnectError),
     /// The channel or connection failed.
     #[error("publishing to the dead-letter exchange {exchange:?} failed: {source}")]
     Broker {
@@ -42,13 +58,21 @@ pub enum DeadLetterError {
 }
 
 /// Publishes to one queue's dead-letter exchange over a confirm-mode channel
-/// of its own, so a failure there (a missing exchange closes the channel)
-/// never disturbs the consuming channel.
+/// of a connection of its own, so neither a failure there (a missing
+/// exchange closes the channel) nor the broker blocking it (an alarm)
+/// disturbs the consuming one.
 pub struct DeadLetters {
-    connection: Arc<Connection>,
+    url: AmqpUrl,
+    connection_name: String,
     queue: String,
     exchange: String,
-    channel: Mutex<Option<Channel>>,
+    publishing: Mutex<Option<Publishing>>,
+}
+
+/// The connection dead letters go over, and its confirm-mode channel.
+struct Publishing {
+    connection: Connection,
+    channel: Option<Channel>,
 }
 
 /// What the reason headers say.
@@ -63,13 +87,16 @@ pub struct Reason<'a> {
 }
 
 impl DeadLetters {
-    /// Dead-letters messages of `queue`, over `connection`.
-    pub fn new(connection: Arc<Connection>, queue: &str) -> Self {
+    /// Dead-letters messages of `queue`, over a connection to `url` opened
+    /// when the first one needs it.
+    pub fn new(url: AmqpUrl, queue: &str) -> Self {
         Self {
-            connection,
+            url,
+            // The consuming connection is `webhook-relay: <queue>`.
+            connection_name: format!("webhook-relay: {queue} (dead letters)"),
             queue: queue.to_owned(),
             exchange: dead_letter_name(queue),
-            channel: Mutex::new(None),
+            publishing: Mutex::new(None),
         }
     }
 
@@ -87,7 +114,7 @@ impl DeadLetters {
         body: &[u8],
         reason: Reason<'_>,
     ) -> Result<(), DeadLetterError> {
-        let channel = self.channel().await.map_err(|e| self.broker_error(e))?;
+        let channel = self.channel().await?;
         let properties = properties.clone().with_headers(self.headers(properties, reason));
         let confirmation = async {
             channel
@@ -110,7 +137,9 @@ impl DeadLetters {
             Err(e) => {
                 // The channel is likely closed (a missing exchange closes it):
                 // the next try opens a fresh one.
-                *self.channel.lock().await = None;
+                if let Some(publishing) = self.publishing.lock().await.as_mut() {
+                    publishing.channel = None;
+                }
                 return Err(self.broker_error(e));
             }
         };
@@ -146,14 +175,34 @@ impl DeadLetters {
         FieldTable::from(headers)
     }
 
-    async fn channel(&self) -> lapin::Result<Channel> {
-        let mut slot = self.channel.lock().await;
-        if let Some(channel) = slot.as_ref().filter(|c| c.status().connected()) {
+    /// The confirm-mode channel, opening the connection and the channel as
+    /// needed (the connection is reopened once lost).
+    async fn channel(&self) -> Result<Channel, DeadLetterError> {
+        let mut slot = self.publishing.lock().await;
+        let publishing = match slot.take() {
+            Some(publishing) if publishing.connection.status().connected() => slot.insert(publishing),
+            _ => slot.insert(Publishing {
+                connection: amqp::connect(&self.url, &self.connection_name).await?,
+                channel: None,
+            }),
+        };
+        if publishing.connection.status().blocked() {
+            info!(
+                exchange = self.exchange,
+                "the broker blocks publishing (a memory or disk alarm): the dead letter waits for it to clear, \
+                 its original kept unacknowledged; the relay goes on draining the queue"
+            );
+        }
+        if let Some(channel) = publishing.channel.as_ref().filter(|c| c.status().connected()) {
             return Ok(channel.clone());
         }
-        let channel = self.connection.create_channel().await?;
-        channel.confirm_select(ConfirmSelectOptions::default()).await?;
-        *slot = Some(channel.clone());
+        let open = async {
+            let channel = publishing.connection.create_channel().await?;
+            channel.confirm_select(ConfirmSelectOptions::default()).await?;
+            Ok::<_, lapin::Error>(channel)
+        };
+        let channel = open.await.map_err(|e| self.broker_error(e))?;
+        publishing.channel = Some(channel.clone());
         Ok(channel)
     }
 

@@ -354,8 +354,19 @@ pub struct Sent {
     pub body: String,
     /// The status answered.
     pub status: u16,
+    /// Its `Retry-After`, if any.
+    pub retry_after: Option<String>,
+    /// When it was sent.
+    pub started: Instant,
     /// From sending to the answer.
     pub latency: Duration,
+}
+
+impl Sent {
+    /// When the answer came.
+    pub fn answered(&self) -> Instant {
+        self.started + self.latency
+    }
 }
 
 /// Forwarding-mode webhooks sent by many senders at once, in the
@@ -395,10 +406,16 @@ impl Burst {
                         let response = host
                             .forward("/api/WebhookForwarder", content_type, body.as_bytes())
                             .await;
+                        let retry_after = response
+                            .headers()
+                            .get("retry-after")
+                            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
                         sent.push(Sent {
                             index,
                             body,
                             status: response.status().as_u16(),
+                            retry_after,
+                            started,
                             latency: started.elapsed(),
                         });
                         answered.fetch_add(1, Ordering::Relaxed);

@@ -1,6 +1,8 @@
 //! The one test support library of webhook-forwarder, shared by every
 //! black-box test binary, the benchmarks and the examples. Split by concern:
 //!
+//! - [`alarm`]: memory and disk alarms, raised only on a broker node of the
+//!   alarm tests' own;
 //! - [`process`]: the real `handler` binary in a child process (serving as
 //!   the Functions host starts it, or running a subcommand to its end);
 //! - [`broker`]: the real local RabbitMQ: topologies of a test's own, deleted
@@ -19,6 +21,7 @@
 //!
 //! Nothing here imports the product's code: the tests see it as a user does.
 
+pub mod alarm;
 pub mod broker;
 pub mod docs;
 pub mod host;

@@ -259,14 +259,24 @@ pub async fn wait_until_drained(topology: &Topology, target: &TestTarget, relay:
             accepted.len() >= count
         })
         .await;
+    wait_until_empty_holding(topology, relay, 0).await;
+}
+
+/// Waits (up to 60 s) until the queue has no ready message and the relay's
+/// last progress line says it holds exactly `held`: every other message
+/// was acknowledged.
+pub async fn wait_until_empty_holding(topology: &Topology, relay: &Handler, held: usize) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let output = relay.output();
         let last_progress = output.lines().rfind(|l| l.starts_with("progress: ")).unwrap_or("");
-        if topology.depth().await == 0 && last_progress.contains(" held=0 ") {
+        if topology.depth().await == 0 && last_progress.contains(&format!(" held={held} ")) {
             return;
         }
-        assert!(Instant::now() < deadline, "the queue did not drain:\n{output}");
+        assert!(
+            Instant::now() < deadline,
+            "the queue did not drain down to {held} held:\n{output}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
