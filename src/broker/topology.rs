@@ -158,30 +158,24 @@ pub fn plan(exchange: &str, routing: &Routing, options: &QueueOptions) -> Vec<De
         arguments.insert("x-queue-type".to_owned(), json!("quorum"));
         arguments.insert("x-delivery-limit".to_owned(), json!(QUORUM_DELIVERY_LIMIT));
     }
+    // Same type as the main queue; no TTL: dead letters wait for a person.
+    let type_only = arguments.clone();
     if options.dead_letter {
         let dead_letter = dead_letter_name(&options.queue);
-        declarations.extend([
-            Declaration::Exchange(Exchange {
-                name: dead_letter.clone(),
-                kind: ExchangeKind::Fanout,
-                alternate: None,
-            }),
-            Declaration::Queue(Queue {
-                name: dead_letter.clone(),
-                // Same type as the main queue; no TTL: dead letters wait for a person.
-                arguments: arguments.clone(),
-            }),
-            Declaration::Binding(Binding {
-                exchange: dead_letter.clone(),
-                queue: dead_letter.clone(),
-                routing_key: String::new(),
-            }),
-        ]);
+        declarations.extend(fanout_pair(&dead_letter, &type_only));
         arguments.insert("x-dead-letter-exchange".to_owned(), json!(dead_letter));
     }
     let alternate = routing.alternate_exchange.then(|| unrouted_name(exchange));
     if let Some(unrouted) = &alternate {
-        declarations.extend(unrouted_plan(unrouted, options));
+        // The same queue serves every setup of the exchange, whatever its
+        // --ttl-days: no TTL, and no dead-letter argument (which a later
+        // setup without --dead-letter would find different). A relay
+        // draining it sets poison messages aside in its own dead-letter
+        // pair, which --dead-letter declares beside it.
+        if options.dead_letter {
+            declarations.extend(fanout_pair(&dead_letter_name(unrouted), &type_only));
+        }
+        declarations.extend(fanout_pair(unrouted, &type_only));
     }
     if options.ttl_days > 0 {
         arguments.insert(
@@ -210,28 +204,23 @@ pub fn plan(exchange: &str, routing: &Routing, options: &QueueOptions) -> Vec<De
     declarations
 }
 
-/// The alternate exchange `unrouted` and its queue of the same name: the
-/// queue is of the main queue's type, without TTL or dead letters, as the
-/// same one serves every `handler setup` of the exchange.
-fn unrouted_plan(unrouted: &str, options: &QueueOptions) -> [Declaration; 3] {
-    let mut arguments = Map::new();
-    if options.quorum {
-        arguments.insert("x-queue-type".to_owned(), json!("quorum"));
-        arguments.insert("x-delivery-limit".to_owned(), json!(QUORUM_DELIVERY_LIMIT));
-    }
+/// A fanout exchange and a durable queue, both `name`, the one bound to
+/// the other: where every message sent to the exchange waits (the
+/// dead-letter and alternate exchanges).
+fn fanout_pair(name: &str, arguments: &Map<String, Value>) -> [Declaration; 3] {
     [
         Declaration::Exchange(Exchange {
-            name: unrouted.to_owned(),
+            name: name.to_owned(),
             kind: ExchangeKind::Fanout,
             alternate: None,
         }),
         Declaration::Queue(Queue {
-            name: unrouted.to_owned(),
-            arguments,
+            name: name.to_owned(),
+            arguments: arguments.clone(),
         }),
         Declaration::Binding(Binding {
-            exchange: unrouted.to_owned(),
-            queue: unrouted.to_owned(),
+            exchange: name.to_owned(),
+            queue: name.to_owned(),
             routing_key: String::new(),
         }),
     ]
@@ -363,6 +352,36 @@ mod tests {
                 alternate: Some("x.unrouted".into()),
             })
         );
+    }
+
+    #[test]
+    fn with_dead_letters_the_unrouted_queue_gets_a_dead_letter_pair_for_its_relay_but_no_argument() {
+        let routing = Routing {
+            alternate_exchange: true,
+            ..Routing::direct("k")
+        };
+        let options = QueueOptions {
+            dead_letter: true,
+            ..QueueOptions::default()
+        };
+        let plan = plan("x", &routing, &options);
+        let exchanges: Vec<&str> = plan
+            .iter()
+            .filter_map(|d| match d {
+                Declaration::Exchange(e) => Some(e.name.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            exchanges,
+            [
+                "e-conomic-webhooks.dead-letter",
+                "x.unrouted.dead-letter",
+                "x.unrouted",
+                "x"
+            ]
+        );
+        assert!(queue(&plan, "x.unrouted").arguments.is_empty());
     }
 
     #[test]

@@ -42,6 +42,7 @@ async fn setup_binds_each_key_on_a_topic_exchange_with_an_alternate_exchange() {
         "--binding-key",
         "webhook.invoice.#",
         "--alternate-exchange",
+        "--dead-letter",
     ];
 
     let run = setup(&topology, &args).await;
@@ -75,6 +76,9 @@ async fn setup_binds_each_key_on_a_topic_exchange_with_an_alternate_exchange() {
     assert_eq!(keys, ["webhook.invoice", "webhook.invoice.#"]);
     let (_, bindings) = api_get(&format!("exchanges/%2F/{unrouted}/bindings/source")).await;
     assert_eq!(bindings[0]["destination"], unrouted.as_str());
+    // For a relay draining the unrouted queue to set poison messages aside.
+    let (status, _) = api_get(&format!("queues/%2F/{unrouted}.dead-letter")).await;
+    assert_eq!(status, 200);
     assert!(
         run.stdout.contains(&format!(
             "created   exchange \"{}\" (topic, durable, unroutable messages to \"{unrouted}\")",
@@ -83,11 +87,11 @@ async fn setup_binds_each_key_on_a_topic_exchange_with_an_alternate_exchange() {
         "{}",
         run.output()
     );
-    assert!(run.stdout.contains("7 created, 0 unchanged"), "{}", run.output());
+    assert!(run.stdout.contains("13 created, 0 unchanged"), "{}", run.output());
 
     let again = setup(&topology, &args).await;
     assert!(again.status.success(), "{}", again.output());
-    assert!(again.stdout.contains("0 created, 7 unchanged"), "{}", again.output());
+    assert!(again.stdout.contains("0 created, 13 unchanged"), "{}", again.output());
 }
 
 #[tokio::test]
@@ -254,7 +258,7 @@ async fn check_passes_with_an_alternate_exchange_and_says_where_unbound_types_go
     let unrouted = topology.unrouted();
     assert!(
         run.stdout.contains(&format!(
-            "[warn] type \"order\": no queue is bound to exchange \"{}\" with routing key \"webhook.order\": such webhooks go to the alternate exchange \"{unrouted}\", to \"{unrouted}\" (durable)",
+            "[warn] type \"order\": no queue is bound to exchange \"{}\" with routing key \"webhook.order\": such webhooks go to the alternate exchange \"{unrouted}\" and wait in \"{unrouted}\" (durable); drain it with `handler relay --queue {unrouted}`",
             topology.exchange
         )),
         "{}",

@@ -242,7 +242,7 @@ impl<'a> Exchange<'a> {
         for queue in unrouted {
             let how = format!("{label}queue {queue:?} is bound to the alternate exchange {alternate:?}");
             match self.queue(queue).await.problem(&how) {
-                None => durable.push(format!("{queue:?}")),
+                None => durable.push(queue.clone()),
                 Some(problem) => list.warn(&problem),
             }
         }
@@ -252,11 +252,13 @@ impl<'a> Exchange<'a> {
             ));
             return None;
         }
+        let quoted: Vec<String> = durable.iter().map(|queue| format!("{queue:?}")).collect();
         list.warn(&format!(
-            "{label}no queue is bound to exchange {exchange:?} with routing key {key:?}: such webhooks go to the alternate exchange {alternate:?}, to {} (durable); drain it with `handler relay --queue NAME`, or bind a queue for the key",
-            durable.join(", ")
+            "{label}no queue is bound to exchange {exchange:?} with routing key {key:?}: such webhooks go to the alternate exchange {alternate:?} and wait in {} (durable); drain it with `handler relay --queue {}`, or bind a queue for the key",
+            quoted.join(", "),
+            durable[0]
         ));
-        Some(durable)
+        Some(quoted)
     }
 
     /// The queues bound for `key`, and the alternate exchange's queues.

@@ -587,7 +587,10 @@ impl Drop for Topology {
     fn drop(&mut self) {
         let dead_letter = encoded(&self.dead_letter());
         let unrouted = encoded(&self.unrouted());
+        let unrouted_dead_letter = encoded(&format!("{}.dead-letter", self.unrouted()));
         let mut paths = vec![
+            format!("queues/%2F/{unrouted_dead_letter}"),
+            format!("exchanges/%2F/{unrouted_dead_letter}"),
             self.queue_path(&self.queue),
             format!("queues/%2F/{dead_letter}"),
             format!("exchanges/%2F/{}", encoded(&self.exchange)),
