@@ -4,7 +4,7 @@
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::broker::topology::{DEFAULT_QUEUE, DEFAULT_TTL_DAYS, MAX_TTL_DAYS};
+use crate::broker::topology::{DEFAULT_QUEUE, DEFAULT_TTL_DAYS, ExchangeKind, MAX_TTL_DAYS};
 
 /// The app settings in brief; docs/settings.md has them in full.
 const SETTINGS_HELP: &str = "\
@@ -16,7 +16,8 @@ App settings (environment variables; docs/settings.md has every one in full):
   AmqpManagementUrl       the management API, when not where AmqpUrl implies (https://host/, http://host:15672/)
   AmqpEndpoint            the HTTP publish URL, instead of the one AmqpUrl gives (http only)
   AmqpAuthHeader          base64(\"<user>:<password>\") (`handler auth-header`), instead of AmqpUrl's (http only)
-  AmqpRoutingKey          [default: webhook]        AmqpAppId  [default: e-conomic-webhook-forwarder]
+  AmqpRoutingKey          a key, or a template: webhook.{query.type|other} (docs/routing.md) [default: webhook]
+  AmqpAppId               [default: e-conomic-webhook-forwarder]
   MaxBodyBytes            [default: 1048576]        PublishConcurrency  [default: 64]
   PublishSlotWait         [default: 5s]             PublishAttemptTimeout  [default: 10s]
   PublishDeadline         [default: 30s]            ShutdownGrace  [default: 10s]
@@ -47,8 +48,9 @@ pub enum Command {
     Serve,
     /// Declare the exchange, queue and binding the settings publish to.
     ///
-    /// A durable direct exchange (named in the settings), a durable queue and a
-    /// binding with the routing key. Running it again changes nothing.
+    /// A durable direct exchange (named in the settings; topic with
+    /// --exchange-type), a durable queue and a binding with the routing key
+    /// (or each --binding-key). Running it again changes nothing.
     Setup(SetupArgs),
     /// Verify the settings end to end without publishing; exit 0 only when a
     /// publish would be routed to a durable queue and persisted.
@@ -167,6 +169,39 @@ pub struct SetupArgs {
     /// messages are dropped, and the relay cannot set a message aside.
     #[arg(long)]
     pub no_dead_letter: bool,
+    /// A key the queue takes (repeatable; with a topic exchange, a pattern
+    /// such as webhook.#) [default: AmqpRoutingKey when it is a plain key,
+    /// so webhook].
+    #[arg(long = "binding-key", value_name = "KEY", value_parser = parse_binding_key)]
+    pub binding_keys: Vec<String>,
+    /// The exchange's type: direct matches keys exactly (as e-conomic's
+    /// article sets it up), topic matches patterns (webhook.* one word,
+    /// webhook.# any). RabbitMQ cannot change it later.
+    #[arg(long, value_name = "TYPE", default_value = "direct", value_parser = parse_exchange_type)]
+    pub exchange_type: ExchangeKind,
+    /// Queue webhooks that no binding takes in "<exchange>.unrouted" (a
+    /// fanout alternate exchange and a durable queue) and answer them 2xx,
+    /// instead of answering 5xx for the sender to retry.
+    #[arg(long)]
+    pub alternate_exchange: bool,
+}
+
+/// A binding key: what AMQP can carry (1 to 255 bytes).
+fn parse_binding_key(raw: &str) -> Result<String, String> {
+    match raw.len() {
+        0 => Err("the key is empty".to_owned()),
+        1..=255 => Ok(raw.to_owned()),
+        n => Err(format!("the key is {n} bytes; AMQP allows 255")),
+    }
+}
+
+/// The exchange types a webhook exchange may have.
+fn parse_exchange_type(raw: &str) -> Result<ExchangeKind, String> {
+    match raw {
+        "direct" => Ok(ExchangeKind::Direct),
+        "topic" => Ok(ExchangeKind::Topic),
+        other => Err(format!("{other:?} is not direct or topic")),
+    }
 }
 
 /// Options of `handler check`.
@@ -175,6 +210,11 @@ pub struct CheckArgs {
     /// Require this queue to be the one bound (any durable bound queue will do otherwise).
     #[arg(long, value_name = "NAME")]
     pub queue: Option<String>,
+    /// With a routing-key template: the webhook type (the query parameter
+    /// type) to render the key for and follow to its queue; repeatable
+    /// [default: e-conomic's types, listed in docs/routing.md].
+    #[arg(long = "type", value_name = "NAME")]
+    pub types: Vec<String>,
 }
 
 #[cfg(test)]
@@ -205,6 +245,9 @@ mod tests {
         assert_eq!(args.queue, "e-conomic-webhooks");
         assert_eq!(args.ttl_days, 7);
         assert!(!args.quorum && !args.no_dead_letter);
+        assert!(args.binding_keys.is_empty(), "the settings' key is the default");
+        assert_eq!(args.exchange_type, ExchangeKind::Direct);
+        assert!(!args.alternate_exchange);
     }
 
     #[test]
@@ -214,6 +257,30 @@ mod tests {
         };
         assert!(args.no_dead_letter);
         assert!(parse(&["setup", "--dead-letter", "--no-dead-letter"]).is_err());
+    }
+
+    #[test]
+    fn setup_takes_several_binding_keys_a_topic_exchange_and_an_alternate_exchange() {
+        let line = [
+            "setup",
+            "--binding-key",
+            "webhook.invoice",
+            "--binding-key",
+            "webhook.order.#",
+            "--exchange-type",
+            "topic",
+            "--alternate-exchange",
+        ];
+        let Some(Command::Setup(args)) = parse(&line).unwrap().command else {
+            panic!("not setup")
+        };
+        assert_eq!(args.binding_keys, ["webhook.invoice", "webhook.order.#"]);
+        assert_eq!(args.exchange_type, ExchangeKind::Topic);
+        assert!(args.alternate_exchange);
+        let err = parse(&["setup", "--exchange-type", "fanout"]).unwrap_err().to_string();
+        assert!(err.contains("\"fanout\" is not direct or topic"), "{err}");
+        assert!(parse(&["setup", "--binding-key", ""]).is_err());
+        assert!(parse(&["setup", "--binding-key", &"k".repeat(256)]).is_err());
     }
 
     #[test]
@@ -303,5 +370,16 @@ mod tests {
             panic!("not check")
         };
         assert_eq!(args.queue.as_deref(), Some("q"));
+    }
+
+    #[test]
+    fn check_takes_types() {
+        let Some(Command::Check(args)) = parse(&["check", "--type", "invoice", "--type", "order"])
+            .unwrap()
+            .command
+        else {
+            panic!("not check")
+        };
+        assert_eq!(args.types, ["invoice", "order"]);
     }
 }

@@ -32,13 +32,17 @@ pub enum HostMode {
     Payload,
 }
 
-/// Starts the handler publishing to `topology` over `transport`; over AMQP,
-/// waits until its connection is up, so the burst does not time the connecting.
-pub async fn start(topology: &Topology, transport: Transport) -> Served {
-    let settings = match transport {
+/// Starts the handler publishing to `topology` over `transport`, with
+/// `AmqpRoutingKey` set to `routing_key` if given; over AMQP, waits until
+/// its connection is up, so the burst does not time the connecting.
+pub async fn start(topology: &Topology, transport: Transport, routing_key: Option<&str>) -> Served {
+    let mut settings = match transport {
         Transport::Http => topology.settings(),
         Transport::Amqp => topology.amqp_transport_settings(),
     };
+    if let Some(key) = routing_key {
+        settings = settings.with("AmqpRoutingKey", key);
+    }
     // Info: the start-up lines, and any failure; a queued webhook logs at debug.
     let served = Served::start_logging(&settings, "info").await;
     if transport == Transport::Amqp {

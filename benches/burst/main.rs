@@ -5,7 +5,9 @@
 //! publishing the same messages straight to the HTTP publish endpoint, and
 //! straight over AMQP with confirms; and that AMQP publisher behind a bare
 //! HTTP server, sent the forwarder's requests: the floor of any forwarder
-//! fed over HTTP ([`behind_http`]). Every message is read back and compared.
+//! fed over HTTP ([`behind_http`]); and the forwarder over AMQP rendering a
+//! routing-key template per webhook, against the fixed key in the same run.
+//! Every message is read back and compared, its routing key too.
 //!
 //! Run it with `scripts/bench` (see docs/benchmarks.md); `--help` lists the
 //! knobs. The handler, the broker topology and the readback are the test
@@ -27,6 +29,7 @@ use std::collections::HashMap;
 use clap::{Parser, ValueEnum};
 use serde_json::json;
 use test_support::broker::{QueuedMessage, Topology, api_get};
+use webhook_forwarder::settings::broker::DEFAULT_ROUTING_KEY;
 
 use behind_http::BehindHttp;
 use direct::{AmqpPublisher, Channels};
@@ -78,6 +81,8 @@ enum PhaseKind {
     HttpPayload,
     /// The forwarder over AMQP, sent the caller's requests.
     AmqpForwarding,
+    /// The same with AmqpRoutingKey=webhook.{query.type} (rendered per webhook, routed by a binding webhook.product).
+    AmqpForwardingTemplateKey,
     /// The forwarder over AMQP, sent the host's invocations.
     AmqpPayload,
 }
@@ -96,6 +101,7 @@ impl PhaseKind {
             Self::HttpForwarding => "forwarder over HTTP, forwarding mode",
             Self::HttpPayload => "forwarder over HTTP, payload mode",
             Self::AmqpForwarding => "forwarder over AMQP, forwarding mode",
+            Self::AmqpForwardingTemplateKey => "forwarder over AMQP, forwarding mode, template routing key",
             Self::AmqpPayload => "forwarder over AMQP, payload mode",
         }
     }
@@ -105,9 +111,18 @@ impl PhaseKind {
         match self {
             Self::HttpForwarding => Some((Transport::Http, HostMode::Forwarding)),
             Self::HttpPayload => Some((Transport::Http, HostMode::Payload)),
-            Self::AmqpForwarding => Some((Transport::Amqp, HostMode::Forwarding)),
+            Self::AmqpForwarding | Self::AmqpForwardingTemplateKey => Some((Transport::Amqp, HostMode::Forwarding)),
             Self::AmqpPayload => Some((Transport::Amqp, HostMode::Payload)),
             Self::DirectHttp | Self::DirectAmqp | Self::DirectAmqpBehindHttp | Self::DirectAmqpPerPublish => None,
+        }
+    }
+
+    /// The routing key the phase's messages carry, and the `AmqpRoutingKey`
+    /// the forwarder is given for it (`None`: its default, the fixed key).
+    fn routing_key(self) -> (&'static str, Option<&'static str>) {
+        match self {
+            Self::AmqpForwardingTemplateKey => (webhooks::TEMPLATE_KEY, Some(webhooks::ROUTING_KEY_TEMPLATE)),
+            _ => (DEFAULT_ROUTING_KEY, None),
         }
     }
 }
@@ -160,6 +175,7 @@ async fn bench(options: Options) {
         options.requests, options.concurrency, options.runs
     );
     let mut by_kind: HashMap<PhaseKind, Vec<(Phase, Ceilings)>> = HashMap::new();
+    let mut template_to_fixed = Vec::new();
     for run in 1..=options.runs {
         let mut measured = Vec::new();
         for &kind in &options.phases {
@@ -177,6 +193,7 @@ async fn bench(options: Options) {
             http: rate_of(PhaseKind::DirectHttp),
             amqp: rate_of(PhaseKind::DirectAmqp),
         };
+        template_to_fixed.push(rate_of(PhaseKind::AmqpForwardingTemplateKey) / rate_of(PhaseKind::AmqpForwarding));
         for (kind, phase) in measured {
             println!("{}", report::row(&run.to_string(), &phase, ceilings));
             by_kind.entry(kind).or_default().push((phase, ceilings));
@@ -191,7 +208,7 @@ async fn bench(options: Options) {
     for kind in &options.phases {
         println!("{}", medians[kind].row());
     }
-    print_targets(&options, &medians);
+    print_targets(&options, &medians, &template_to_fixed);
     if options.overload_connections > 0 {
         for transport in [Transport::Http, Transport::Amqp] {
             overload(&options, transport).await;
@@ -205,6 +222,10 @@ async fn bench(options: Options) {
 async fn run_phase(kind: PhaseKind, options: &Options, run: usize) -> Phase {
     // x-expires: an interrupted run's queue (and its messages) goes away within the hour.
     let topology = Topology::declare_with_queue_arguments(json!({ "x-expires": 3_600_000 })).await;
+    let (routing_key, template) = kind.routing_key();
+    if routing_key != topology.routing_key {
+        topology.bind_key(routing_key).await;
+    }
     let run_id = format!("r{run}-{}", uuid::Uuid::new_v4().simple());
     let (count, concurrency) = (options.requests, options.concurrency);
     let mut phase = match kind.forwarder() {
@@ -234,18 +255,18 @@ async fn run_phase(kind: PhaseKind, options: &Options, run: usize) -> Phase {
                     burst
                 }
             };
-            let mut phase = checked(kind.name(), &samples, elapsed, &topology, &run_id).await;
+            let mut phase = checked(kind.name(), &samples, elapsed, &topology, &run_id, routing_key).await;
             phase.spent = spent;
             phase
         }
         Some((transport, mode)) => {
-            let mut served = forwarder::start(&topology, transport).await;
+            let mut served = forwarder::start(&topology, transport, template).await;
             let send = forwarder::requests(mode, &served.addr.to_string(), concurrency, &run_id, count);
             let handler = Some(served.process.pid());
             let (samples, elapsed, spent) = measured_burst(count, concurrency, send, handler).await;
             let peak_rss_mib = served.process.peak_rss_kib() as f64 / 1024.0;
             served.process.stop().await;
-            let mut phase = checked(kind.name(), &samples, elapsed, &topology, &run_id).await;
+            let mut phase = checked(kind.name(), &samples, elapsed, &topology, &run_id, routing_key).await;
             phase.spent = spent;
             phase.peak_rss_mib = Some(peak_rss_mib);
             phase.ready_ms = Some(served.ready_after.as_secs_f64() * 1000.0);
@@ -272,22 +293,33 @@ async fn measured_burst(
 /// The phase's figures, with what reached the queue compared to what was
 /// answered 2xx. In payload mode a 2xx is the status inside the host
 /// answer, so every answer is checked by its queued body rather than trusted.
+/// A message that reached the queue with another key than `routing_key`
+/// counts as altered.
 async fn checked(
     name: &str,
     samples: &[Sample],
     elapsed: std::time::Duration,
     topology: &Topology,
     run: &str,
+    routing_key: &str,
 ) -> Phase {
     let mut phase = Phase::from_samples(name, samples, elapsed);
     let queued = topology.drain().await;
-    check_queue(&mut phase, samples, &queued, |index| webhooks::body(run, index));
+    check_queue(&mut phase, samples, &queued, routing_key, |index| {
+        webhooks::body(run, index)
+    });
     phase
 }
 
-fn check_queue(phase: &mut Phase, samples: &[Sample], queued: &[QueuedMessage], body_of: impl Fn(usize) -> Vec<u8>) {
+fn check_queue(
+    phase: &mut Phase,
+    samples: &[Sample],
+    queued: &[QueuedMessage],
+    routing_key: &str,
+    body_of: impl Fn(usize) -> Vec<u8>,
+) {
     let mut on_queue: HashMap<&[u8], usize> = HashMap::new();
-    for message in queued {
+    for message in queued.iter().filter(|m| m.routing_key == routing_key) {
         *on_queue.entry(message.body.as_slice()).or_default() += 1;
     }
     let mut matched = 0;
@@ -303,8 +335,9 @@ fn check_queue(phase: &mut Phase, samples: &[Sample], queued: &[QueuedMessage], 
     phase.extra = queued.len().saturating_sub(phase.ok + phase.altered);
 }
 
-/// The targets, checked against the medians.
-fn print_targets(options: &Options, medians: &HashMap<PhaseKind, Medians>) {
+/// The targets, checked against the medians (the template key's
+/// against each run's own fixed-key phase: `template_to_fixed`).
+fn print_targets(options: &Options, medians: &HashMap<PhaseKind, Medians>, template_to_fixed: &[f64]) {
     let figure = |kind: PhaseKind, f: &dyn Fn(&Medians) -> f64| medians.get(&kind).map_or(f64::NAN, f);
     println!("\n## Targets (medians; the ratios are per run, against the same run's ceilings)\n");
     for kind in [PhaseKind::AmqpForwarding, PhaseKind::AmqpPayload] {
@@ -325,6 +358,16 @@ fn print_targets(options: &Options, medians: &HashMap<PhaseKind, Medians>) {
             forwarding / floor
         );
     }
+    let ratio = report::median(template_to_fixed.to_vec());
+    if !ratio.is_nan() {
+        let runs: Vec<String> = template_to_fixed.iter().map(|r| format!("{r:.3}")).collect();
+        println!(
+            "- {}: {ratio:.3} × the fixed key in the same run (median of the runs' ratios {}; target at least 0.95): {}",
+            PhaseKind::AmqpForwardingTemplateKey.name(),
+            runs.join(", "),
+            report::verdict(ratio, 0.95)
+        );
+    }
     let lost: usize = medians.values().map(|m| m.lost).sum();
     println!(
         "- lost (answered 2xx, not on the queue) over every phase and run: {lost} (target 0): {}",
@@ -334,6 +377,7 @@ fn print_targets(options: &Options, medians: &HashMap<PhaseKind, Medians>) {
         PhaseKind::HttpForwarding,
         PhaseKind::HttpPayload,
         PhaseKind::AmqpForwarding,
+        PhaseKind::AmqpForwardingTemplateKey,
         PhaseKind::AmqpPayload,
     ] {
         let (burst_s, rate) = (figure(kind, &|m| m.burst_s), figure(kind, &|m| m.rate));
@@ -352,7 +396,7 @@ fn print_targets(options: &Options, medians: &HashMap<PhaseKind, Medians>) {
 /// (2xx, or 503 with Retry-After), none may hang, and memory must stay bounded.
 async fn overload(options: &Options, transport: Transport) {
     let topology = Topology::declare_with_queue_arguments(json!({ "x-expires": 3_600_000 })).await;
-    let mut served = forwarder::start(&topology, transport).await;
+    let mut served = forwarder::start(&topology, transport, None).await;
     let run_id = format!("overload-{}", uuid::Uuid::new_v4().simple());
     let count = options.overload_requests;
     let authority = served.addr.to_string();
@@ -371,7 +415,7 @@ async fn overload(options: &Options, transport: Transport) {
     };
     let peak_rss_mib = served.process.peak_rss_kib() as f64 / 1024.0;
     served.process.stop().await;
-    let mut phase = checked(name, &samples, elapsed, &topology, &run_id).await;
+    let mut phase = checked(name, &samples, elapsed, &topology, &run_id, DEFAULT_ROUTING_KEY).await;
     phase.peak_rss_mib = Some(peak_rss_mib);
     phase.spent = spent;
     let hung = samples.iter().filter(|s| s.answer.status.is_none()).count();

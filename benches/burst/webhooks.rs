@@ -12,6 +12,10 @@ use webhook_forwarder::webhook::Webhook;
 pub const FUNCTION_KEY: &str = "bench-function-key";
 /// The sender's content type, as e-conomic's legacy webhooks send it.
 pub const CONTENT_TYPE: &str = "application/x-www-form-urlencoded";
+/// The template-key phase's `AmqpRoutingKey`: the key from the query's type.
+pub const ROUTING_KEY_TEMPLATE: &str = "webhook.{query.type}";
+/// What it renders for every webhook a burst sends (`type=product`).
+pub const TEMPLATE_KEY: &str = "webhook.product";
 
 /// Body of webhook `index` of run `run`: a "product updated" webhook with a
 /// unique nonce so every message can be matched on readback.

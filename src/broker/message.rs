@@ -7,8 +7,10 @@
 //! `delivery_mode` 2 (persistent), `content_type` (when the sender gave one
 //! that fits an AMQP short string), `message_id` (the host's invocation id or
 //! a UUID), `timestamp` (seconds), `app_id`, and the headers
-//! [`METHOD_HEADER`], [`QUERY_HEADER`] and, for an overlong content type,
-//! [`LONG_CONTENT_TYPE_HEADER`].
+//! [`METHOD_HEADER`], [`QUERY_HEADER`], [`DIGEST_HEADER`] and, for an
+//! overlong content type, [`LONG_CONTENT_TYPE_HEADER`]. It is published with
+//! the routing key `AmqpRoutingKey` renders for it
+//! ([`super::routing_key`]); nothing that reads it back depends on the key.
 //!
 //! Pure functions only, so the format is unit-tested without a broker.
 
@@ -36,6 +38,9 @@ pub const METHOD_HEADER: &str = "x-http-method";
 pub const QUERY_HEADER: &str = "x-http-query";
 /// Message header holding a `Content-Type` too long for the AMQP property.
 pub const LONG_CONTENT_TYPE_HEADER: &str = "x-http-content-type";
+/// Message header holding the webhook's digest ([`WebhookParts::digest`]):
+/// the same for every copy of one webhook, so consumers can spot repeats.
+pub const DIGEST_HEADER: &str = "x-webhook-sha256";
 
 /// What a message carries besides the webhook itself.
 #[derive(Debug, Clone, Copy)]
@@ -85,6 +90,8 @@ struct Headers<'a> {
     query: &'a str,
     #[serde(rename = "x-http-content-type", skip_serializing_if = "Option::is_none")]
     long_content_type: Option<&'a str>,
+    #[serde(rename = "x-webhook-sha256")]
+    digest: String,
 }
 
 /// Builds the HTTP publish endpoint's request body for `webhook`.
@@ -108,6 +115,7 @@ pub fn publish_body(webhook: &Webhook, envelope: Envelope<'_>) -> Vec<u8> {
                 method: &webhook.method,
                 query: &webhook.query,
                 long_content_type,
+                digest: webhook.parts().digest(),
             },
         },
         routing_key: envelope.routing_key,
@@ -127,6 +135,7 @@ pub fn amqp_properties(webhook: &Webhook, envelope: Envelope<'_>) -> BasicProper
     let mut headers = FieldTable::default();
     headers.insert(METHOD_HEADER.into(), text(&webhook.method));
     headers.insert(QUERY_HEADER.into(), text(&webhook.query));
+    headers.insert(DIGEST_HEADER.into(), text(&webhook.parts().digest()));
     if let Some(long) = long_content_type {
         headers.insert(LONG_CONTENT_TYPE_HEADER.into(), text(long));
     }
@@ -179,8 +188,7 @@ impl WebhookParts<'_> {
             hasher.update(b"\n");
         }
         hasher.update(self.body);
-        let digest = hasher.finalize();
-        digest.iter().map(|byte| format!("{byte:02x}")).collect()
+        hex::encode(hasher.finalize())
     }
 }
 
@@ -287,6 +295,7 @@ mod tests {
     #[test]
     fn utf8_body_is_sent_as_a_string_with_all_properties() {
         let body = build(&webhook(b"old=101&new=101", Some("application/x-www-form-urlencoded")));
+        // The digest is what `printf 'POST\ntype=product\napplication/x-www-form-urlencoded\nold=101&new=101' | sha256sum` prints.
         assert_eq!(
             body,
             json!({
@@ -296,7 +305,11 @@ mod tests {
                     "message_id": "id-1",
                     "timestamp": 1_795_950_000,
                     "app_id": "app",
-                    "headers": {"x-http-method": "POST", "x-http-query": "type=product"}
+                    "headers": {
+                        "x-http-method": "POST",
+                        "x-http-query": "type=product",
+                        "x-webhook-sha256": "86a318b228c636a3f1ebc620751a5b8562424b56ba39e1310544db6da6a004a3"
+                    }
                 },
                 "routing_key": "webhook",
                 "payload": "old=101&new=101",
@@ -449,5 +462,22 @@ mod tests {
         let headers = &body["properties"]["headers"];
         assert_eq!(headers[METHOD_HEADER], "POST");
         assert_eq!(headers[QUERY_HEADER], "type=product");
+        assert_eq!(headers[DIGEST_HEADER], webhook(b"x", None).parts().digest().as_str());
+    }
+
+    #[test]
+    fn both_transports_write_the_same_digest_and_routing_key() {
+        let sent = webhook(b"old=101&new=102", Some("application/x-www-form-urlencoded"));
+        let envelope = Envelope {
+            routing_key: "webhook.product",
+            ..ENVELOPE
+        };
+        let json: Value = serde_json::from_slice(&publish_body(&sent, envelope)).unwrap();
+        let amqp = amqp_properties(&sent, envelope);
+        let digest = text_header(amqp.headers().as_ref().unwrap(), DIGEST_HEADER);
+        assert_eq!(digest.as_deref(), Some(sent.parts().digest().as_str()));
+        assert_eq!(json["properties"]["headers"][DIGEST_HEADER], sent.parts().digest());
+        assert_eq!(json["routing_key"], "webhook.product");
+        // The AMQP transport publishes with the envelope's key itself (publish::amqp).
     }
 }

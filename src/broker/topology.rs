@@ -29,6 +29,35 @@ pub fn dead_letter_name(queue: &str) -> String {
     format!("{queue}.dead-letter")
 }
 
+/// The alternate exchange of `exchange`, and its queue: both
+/// `<exchange>.unrouted`. Webhooks whose key no binding matches go there.
+pub fn unrouted_name(exchange: &str) -> String {
+    format!("{exchange}.unrouted")
+}
+
+/// How the webhook exchange routes, and which keys the queue takes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Routing {
+    /// The exchange's type: direct (exact keys) or topic (patterns).
+    pub kind: ExchangeKind,
+    /// The keys (topic: patterns) the queue is bound with.
+    pub binding_keys: Vec<String>,
+    /// Unroutable webhooks go to `<exchange>.unrouted` instead of back to
+    /// the sender as a 5xx.
+    pub alternate_exchange: bool,
+}
+
+impl Routing {
+    /// The seed's: a direct exchange, one binding with `key`, no alternate exchange.
+    pub fn direct(key: &str) -> Self {
+        Self {
+            kind: ExchangeKind::Direct,
+            binding_keys: vec![key.to_owned()],
+            alternate_exchange: false,
+        }
+    }
+}
+
 /// What `handler setup` is asked for besides the settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueueOptions {
@@ -56,9 +85,12 @@ impl Default for QueueOptions {
 /// The exchange types setup declares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExchangeKind {
-    /// Routes by exact routing key: the webhook exchange.
+    /// Routes by exact routing key: the webhook exchange, as the seed has it.
     Direct,
-    /// Routes everything: the dead-letter exchange, whatever key a message had.
+    /// Routes by pattern (`webhook.*`, `webhook.#`): a webhook exchange too.
+    Topic,
+    /// Routes everything: the dead-letter and alternate exchanges, whatever
+    /// key a message had.
     Fanout,
 }
 
@@ -67,6 +99,7 @@ impl ExchangeKind {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Direct => "direct",
+            Self::Topic => "topic",
             Self::Fanout => "fanout",
         }
     }
@@ -79,6 +112,9 @@ pub struct Exchange {
     pub name: String,
     /// Its type.
     pub kind: ExchangeKind,
+    /// Where messages no binding matches go (`alternate-exchange`, fixed
+    /// at declaration like the type).
+    pub alternate: Option<String>,
 }
 
 /// A durable queue and its `x-` arguments.
@@ -112,35 +148,34 @@ pub enum Declaration {
     Binding(Binding),
 }
 
-/// Everything to declare for webhooks published to `exchange` with
-/// `routing_key`: the dead-letter part first, so the main queue's
-/// dead-letter exchange exists the moment the queue does.
-pub fn plan(exchange: &str, routing_key: &str, options: &QueueOptions) -> Vec<Declaration> {
+/// Everything to declare for webhooks published to `exchange`, routed as
+/// `routing` says: the dead-letter and alternate parts first, so what the
+/// main queue and exchange name exists the moment they do.
+pub fn plan(exchange: &str, routing: &Routing, options: &QueueOptions) -> Vec<Declaration> {
     let mut declarations = Vec::new();
     let mut arguments = Map::new();
     if options.quorum {
         arguments.insert("x-queue-type".to_owned(), json!("quorum"));
         arguments.insert("x-delivery-limit".to_owned(), json!(QUORUM_DELIVERY_LIMIT));
     }
+    // Same type as the main queue; no TTL: dead letters wait for a person.
+    let type_only = arguments.clone();
     if options.dead_letter {
         let dead_letter = dead_letter_name(&options.queue);
-        declarations.extend([
-            Declaration::Exchange(Exchange {
-                name: dead_letter.clone(),
-                kind: ExchangeKind::Fanout,
-            }),
-            Declaration::Queue(Queue {
-                name: dead_letter.clone(),
-                // Same type as the main queue; no TTL: dead letters wait for a person.
-                arguments: arguments.clone(),
-            }),
-            Declaration::Binding(Binding {
-                exchange: dead_letter.clone(),
-                queue: dead_letter.clone(),
-                routing_key: String::new(),
-            }),
-        ]);
+        declarations.extend(fanout_pair(&dead_letter, &type_only));
         arguments.insert("x-dead-letter-exchange".to_owned(), json!(dead_letter));
+    }
+    let alternate = routing.alternate_exchange.then(|| unrouted_name(exchange));
+    if let Some(unrouted) = &alternate {
+        // The same queue serves every setup of the exchange, whatever its
+        // --ttl-days: no TTL, and no dead-letter argument (which a later
+        // setup without --dead-letter would find different). A relay
+        // draining it sets poison messages aside in its own dead-letter
+        // pair, which --dead-letter declares beside it.
+        if options.dead_letter {
+            declarations.extend(fanout_pair(&dead_letter_name(unrouted), &type_only));
+        }
+        declarations.extend(fanout_pair(unrouted, &type_only));
     }
     if options.ttl_days > 0 {
         arguments.insert(
@@ -151,19 +186,44 @@ pub fn plan(exchange: &str, routing_key: &str, options: &QueueOptions) -> Vec<De
     declarations.extend([
         Declaration::Exchange(Exchange {
             name: exchange.to_owned(),
-            kind: ExchangeKind::Direct,
+            kind: routing.kind,
+            alternate,
         }),
         Declaration::Queue(Queue {
             name: options.queue.clone(),
             arguments,
         }),
+    ]);
+    declarations.extend(routing.binding_keys.iter().map(|key| {
         Declaration::Binding(Binding {
             exchange: exchange.to_owned(),
             queue: options.queue.clone(),
-            routing_key: routing_key.to_owned(),
-        }),
-    ]);
+            routing_key: key.clone(),
+        })
+    }));
     declarations
+}
+
+/// A fanout exchange and a durable queue, both `name`, the one bound to
+/// the other: where every message sent to the exchange waits (the
+/// dead-letter and alternate exchanges).
+fn fanout_pair(name: &str, arguments: &Map<String, Value>) -> [Declaration; 3] {
+    [
+        Declaration::Exchange(Exchange {
+            name: name.to_owned(),
+            kind: ExchangeKind::Fanout,
+            alternate: None,
+        }),
+        Declaration::Queue(Queue {
+            name: name.to_owned(),
+            arguments: arguments.clone(),
+        }),
+        Declaration::Binding(Binding {
+            exchange: name.to_owned(),
+            queue: name.to_owned(),
+            routing_key: String::new(),
+        }),
+    ]
 }
 
 /// A queue's kind and arguments in words: "classic, message TTL 7 days".
@@ -199,13 +259,18 @@ mod tests {
 
     #[test]
     fn the_default_plan_is_the_seeds_topology() {
-        let plan = plan("e-conomic.direct", "webhook", &QueueOptions::default());
+        let plan = plan(
+            "e-conomic.direct",
+            &Routing::direct("webhook"),
+            &QueueOptions::default(),
+        );
         assert_eq!(
             plan,
             vec![
                 Declaration::Exchange(Exchange {
                     name: "e-conomic.direct".into(),
-                    kind: ExchangeKind::Direct
+                    kind: ExchangeKind::Direct,
+                    alternate: None,
                 }),
                 Declaration::Queue(Queue {
                     name: "e-conomic-webhooks".into(),
@@ -221,12 +286,115 @@ mod tests {
     }
 
     #[test]
+    fn several_binding_keys_bind_the_queue_once_each_on_a_topic_exchange() {
+        let routing = Routing {
+            kind: ExchangeKind::Topic,
+            binding_keys: vec!["webhook.invoice".into(), "webhook.order.#".into()],
+            alternate_exchange: false,
+        };
+        let plan = plan("x", &routing, &QueueOptions::default());
+        assert_eq!(
+            plan[0],
+            Declaration::Exchange(Exchange {
+                name: "x".into(),
+                kind: ExchangeKind::Topic,
+                alternate: None,
+            })
+        );
+        let keys: Vec<&str> = plan
+            .iter()
+            .filter_map(|d| match d {
+                Declaration::Binding(b) if b.queue == DEFAULT_QUEUE => Some(b.routing_key.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(keys, ["webhook.invoice", "webhook.order.#"]);
+    }
+
+    #[test]
+    fn the_alternate_exchange_is_a_fanout_pair_named_after_the_exchange_declared_first() {
+        let routing = Routing {
+            alternate_exchange: true,
+            ..Routing::direct("webhook.invoice")
+        };
+        let options = QueueOptions {
+            quorum: true,
+            ..QueueOptions::default()
+        };
+        let plan = plan("x", &routing, &options);
+        assert_eq!(
+            plan[..3],
+            [
+                Declaration::Exchange(Exchange {
+                    name: "x.unrouted".into(),
+                    kind: ExchangeKind::Fanout,
+                    alternate: None,
+                }),
+                Declaration::Queue(Queue {
+                    name: "x.unrouted".into(),
+                    arguments: json!({"x-queue-type": "quorum", "x-delivery-limit": QUORUM_DELIVERY_LIMIT})
+                        .as_object()
+                        .unwrap()
+                        .clone(),
+                }),
+                Declaration::Binding(Binding {
+                    exchange: "x.unrouted".into(),
+                    queue: "x.unrouted".into(),
+                    routing_key: String::new()
+                }),
+            ]
+        );
+        assert_eq!(
+            plan[3],
+            Declaration::Exchange(Exchange {
+                name: "x".into(),
+                kind: ExchangeKind::Direct,
+                alternate: Some("x.unrouted".into()),
+            })
+        );
+    }
+
+    #[test]
+    fn with_dead_letters_the_unrouted_queue_gets_a_dead_letter_pair_for_its_relay_but_no_argument() {
+        let routing = Routing {
+            alternate_exchange: true,
+            ..Routing::direct("k")
+        };
+        let options = QueueOptions {
+            dead_letter: true,
+            ..QueueOptions::default()
+        };
+        let plan = plan("x", &routing, &options);
+        let exchanges: Vec<&str> = plan
+            .iter()
+            .filter_map(|d| match d {
+                Declaration::Exchange(e) => Some(e.name.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            exchanges,
+            [
+                "e-conomic-webhooks.dead-letter",
+                "x.unrouted.dead-letter",
+                "x.unrouted",
+                "x"
+            ]
+        );
+        assert!(queue(&plan, "x.unrouted").arguments.is_empty());
+    }
+
+    #[test]
     fn ttl_zero_means_no_ttl_argument() {
         let options = QueueOptions {
             ttl_days: 0,
             ..QueueOptions::default()
         };
-        assert!(queue(&plan("x", "k", &options), DEFAULT_QUEUE).arguments.is_empty());
+        assert!(
+            queue(&plan("x", &Routing::direct("k"), &options), DEFAULT_QUEUE)
+                .arguments
+                .is_empty()
+        );
     }
 
     #[test]
@@ -236,13 +404,14 @@ mod tests {
             dead_letter: true,
             ..QueueOptions::default()
         };
-        let plan = plan("x", "k", &options);
+        let plan = plan("x", &Routing::direct("k"), &options);
         assert_eq!(
             plan[..3],
             [
                 Declaration::Exchange(Exchange {
                     name: "q.dead-letter".into(),
-                    kind: ExchangeKind::Fanout
+                    kind: ExchangeKind::Fanout,
+                    alternate: None,
                 }),
                 Declaration::Queue(Queue {
                     name: "q.dead-letter".into(),
@@ -265,7 +434,7 @@ mod tests {
             dead_letter: true,
             ..QueueOptions::default()
         };
-        let plan = plan("x", "k", &options);
+        let plan = plan("x", &Routing::direct("k"), &options);
         assert_eq!(queue(&plan, DEFAULT_QUEUE).arguments["x-queue-type"], "quorum");
         for name in [DEFAULT_QUEUE.to_owned(), dead_letter_name(DEFAULT_QUEUE)] {
             assert_eq!(
@@ -286,7 +455,7 @@ mod tests {
             dead_letter: true,
             ..QueueOptions::default()
         };
-        let main = queue(&plan("x", "k", &options), DEFAULT_QUEUE);
+        let main = queue(&plan("x", &Routing::direct("k"), &options), DEFAULT_QUEUE);
         assert_eq!(
             describe_queue(None, &main.arguments),
             "classic, message TTL 7 days, dead letters to \"e-conomic-webhooks.dead-letter\""
@@ -304,7 +473,7 @@ mod tests {
         };
         // RabbitMQ 3.10 took 315360000000 ms and refused 2^63-1 as too large.
         assert_eq!(
-            queue(&plan("x", "k", &options), DEFAULT_QUEUE).arguments["x-message-ttl"],
+            queue(&plan("x", &Routing::direct("k"), &options), DEFAULT_QUEUE).arguments["x-message-ttl"],
             315_360_000_000_u64
         );
     }

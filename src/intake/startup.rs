@@ -53,7 +53,7 @@ pub async fn bind(
     let publisher = Publisher::new(settings.broker.clone(), settings.limits.clone())?;
     info!(
         %addr,
-        routing_key = settings.broker.routing_key,
+        routing_key = %settings.broker.routing_key,
         "listening on http://{addr}; publishing to {}",
         publisher.transport().describe()
     );

@@ -70,7 +70,7 @@ impl HttpTransport {
                 break;
             }
         }
-        judge(status, &answer, &self.broker)
+        judge(status, &answer, &self.broker, envelope.routing_key)
     }
 }
 
@@ -88,8 +88,9 @@ struct RoutedAnswer {
     routed: bool,
 }
 
-/// Turns the endpoint's status and body into success or a typed failure.
-fn judge(status: StatusCode, answer: &[u8], broker: &BrokerSettings) -> Result<(), PublishError> {
+/// Turns the endpoint's status and body into success or a typed failure;
+/// `routing_key` is the key the message was published with.
+fn judge(status: StatusCode, answer: &[u8], broker: &BrokerSettings, routing_key: &str) -> Result<(), PublishError> {
     let endpoint = &broker.endpoint;
     let not_found = || PublishError::NotFound {
         exchange: endpoint.exchange.clone(),
@@ -103,7 +104,7 @@ fn judge(status: StatusCode, answer: &[u8], broker: &BrokerSettings) -> Result<(
             Ok(RoutedAnswer { routed: false }) => Err(PublishError::NotRouted {
                 exchange: endpoint.exchange.clone(),
                 vhost: endpoint.vhost.clone(),
-                routing_key: broker.routing_key.clone(),
+                routing_key: routing_key.to_owned(),
             }),
             Err(_) => Err(PublishError::UnexpectedAnswer),
         },
@@ -151,6 +152,7 @@ fn judge(status: StatusCode, answer: &[u8], broker: &BrokerSettings) -> Result<(
 mod tests {
     use super::*;
     use crate::broker::http::Credentials;
+    use crate::broker::routing_key::RoutingKey;
 
     fn broker() -> BrokerSettings {
         BrokerSettings {
@@ -158,13 +160,18 @@ mod tests {
             endpoint: PublishEndpoint::parse("http://h/api/exchanges/%2F/ex/publish").unwrap(),
             credentials: Credentials::from_auth_header("eDp5").unwrap(),
             amqp_url: None,
-            routing_key: "webhook".into(),
+            routing_key: RoutingKey::parse("webhook").unwrap(),
             app_id: "app".into(),
         }
     }
 
     fn judge_answer(status: u16, answer: &str) -> Result<(), PublishError> {
-        judge(StatusCode::from_u16(status).unwrap(), answer.as_bytes(), &broker())
+        judge(
+            StatusCode::from_u16(status).unwrap(),
+            answer.as_bytes(),
+            &broker(),
+            "webhook",
+        )
     }
 
     #[test]

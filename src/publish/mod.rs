@@ -16,12 +16,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use tokio::sync::{Semaphore, SemaphorePermit};
-use tracing::warn;
+use tracing::{info, warn};
 
 pub use error::PublishError;
 
 use crate::broker::http::BadAuthHeader;
 use crate::broker::message::Envelope;
+use crate::broker::routing_key::{self, Flaw, RoutingKey};
 use crate::settings::{BrokerSettings, Limits, PublishTransport};
 use crate::webhook::Webhook;
 
@@ -92,7 +93,7 @@ impl Transport {
 #[derive(Debug)]
 pub struct Publisher {
     transport: Transport,
-    routing_key: String,
+    routing_key: RoutingKey,
     app_id: String,
     exchange: String,
     limits: Limits,
@@ -113,7 +114,6 @@ impl Publisher {
                 url.clone(),
                 connection_name.clone(),
                 exchange.clone(),
-                routing_key.clone(),
                 limits.publish_concurrency.get(),
             )),
         };
@@ -144,8 +144,12 @@ impl Publisher {
     /// and the one line logged in here names the message itself.
     pub async fn publish(&self, webhook: &Webhook) -> Result<Published, PublishError> {
         let _slot = self.acquire_slot().await?;
+        let routing_key = self.routing_key.render(webhook.parts());
+        if !routing_key.replaced.is_empty() {
+            log_replaced(&webhook.message_id, &routing_key);
+        }
         let envelope = Envelope {
-            routing_key: &self.routing_key,
+            routing_key: &routing_key.key,
             app_id: &self.app_id,
             timestamp: unix_seconds(),
         };
@@ -197,6 +201,29 @@ impl Publisher {
             // The semaphore is never closed; treat it like a full one anyway.
             Ok(Err(_)) | Err(_) => Err(overloaded()),
         }
+    }
+}
+
+/// One line per webhook whose routing key could not carry a value: info
+/// when a value was only missing (a default is there for that), warn when
+/// the sender sent one the key cannot hold.
+fn log_replaced(message_id: &str, rendered: &routing_key::Rendered<'_>) {
+    let replaced = routing_key::describe(&rendered.replaced);
+    let key = rendered.key.as_ref();
+    if rendered.replaced.iter().all(|r| r.flaw == Flaw::Missing) {
+        info!(
+            message_id,
+            routing_key = key,
+            replaced,
+            "routing key: a value was missing"
+        );
+    } else {
+        warn!(
+            message_id,
+            routing_key = key,
+            replaced,
+            "routing key: a value the key cannot carry was replaced"
+        );
     }
 }
 

@@ -8,6 +8,7 @@ use super::SettingsError;
 use crate::broker::AmqpUrl;
 use crate::broker::amqp::connection_name;
 use crate::broker::http::{Credentials, PublishEndpoint};
+use crate::broker::routing_key::RoutingKey;
 use crate::urls::{self, Echo};
 
 /// What the AMQP transport's connection is called in the management UI,
@@ -47,8 +48,9 @@ pub struct BrokerSettings {
     pub credentials: Credentials,
     /// `AmqpUrl`, when it was set and used.
     pub amqp_url: Option<AmqpUrl>,
-    /// Routing key of every published message.
-    pub routing_key: String,
+    /// Routing key of every published message: plain, or a template
+    /// rendered per webhook.
+    pub routing_key: RoutingKey,
     /// `app_id` property of every published message.
     pub app_id: String,
 }
@@ -100,7 +102,7 @@ impl BrokerSettings {
             endpoint,
             credentials,
             amqp_url,
-            routing_key: get("AmqpRoutingKey").unwrap_or_else(|| DEFAULT_ROUTING_KEY.to_owned()),
+            routing_key: parse_routing_key(get("AmqpRoutingKey").as_deref().unwrap_or(DEFAULT_ROUTING_KEY))?,
             app_id: get("AmqpAppId").unwrap_or_else(|| DEFAULT_APP_ID.to_owned()),
         })
     }
@@ -227,6 +229,15 @@ fn parse_management_url(raw: &str) -> Result<url::Url, SettingsError> {
     Ok(url)
 }
 
+/// Parses `AmqpRoutingKey`, a plain key or a template, naming the setting in the error.
+fn parse_routing_key(raw: &str) -> Result<RoutingKey, SettingsError> {
+    RoutingKey::parse(raw).map_err(|e| SettingsError::Invalid {
+        name: "AmqpRoutingKey",
+        problem: e.to_string(),
+        hint: "write a plain key (webhook) or a template such as webhook.{query.type|other} (docs/routing.md)",
+    })
+}
+
 /// Parses `AmqpUrl`, naming the setting in the error.
 pub fn parse_amqp_url(raw: &str) -> Result<AmqpUrl, SettingsError> {
     AmqpUrl::parse(raw).map_err(|e| SettingsError::Invalid {
@@ -265,7 +276,7 @@ mod tests {
         assert_eq!(b.endpoint.exchange, "e-conomic.direct");
         assert_eq!(b.credentials.user, "guest");
         assert_eq!(b.credentials.authorization.expose(), "Basic Z3Vlc3Q6Z3Vlc3Q=");
-        assert_eq!(b.routing_key, "webhook");
+        assert_eq!(b.routing_key.plain(), Some("webhook"));
         assert_eq!(b.app_id, "e-conomic-webhook-forwarder");
         assert!(b.amqp_url.is_none());
     }
@@ -413,7 +424,7 @@ mod tests {
             (b.endpoint.vhost.as_str(), b.endpoint.exchange.as_str()),
             ("vh", "other.direct")
         );
-        assert_eq!(b.routing_key, "rk");
+        assert_eq!(b.routing_key.plain(), Some("rk"));
         assert_eq!(b.credentials.setting, "AmqpUrl");
         let b = broker(&[("PublishTransport", "amqp"), ("AmqpUrl", "amqp://u:p@h/")]).unwrap();
         assert_eq!(b.endpoint.exchange, "e-conomic.direct");
@@ -437,6 +448,28 @@ mod tests {
         let err = error_for(&[("PublishTransport", "amqp"), url, ("AmqpAuthHeader", AUTH)]);
         assert!(err.starts_with("setting AmqpAuthHeader is invalid"), "{err}");
         assert!(!err.contains("s3cret") && !err.contains(AUTH), "{err}");
+    }
+
+    #[test]
+    fn a_routing_key_template_is_parsed_once_and_a_bad_one_names_the_setting() {
+        let pairs = [("AmqpEndpoint", LOCAL_ENDPOINT), ("AmqpAuthHeader", AUTH)];
+        let with = |key: &'static str| [pairs[0], pairs[1], ("AmqpRoutingKey", key)];
+        let b = broker(&with("webhook.{query.type|other}")).unwrap();
+        assert_eq!(b.routing_key.as_str(), "webhook.{query.type|other}");
+        assert_eq!(b.routing_key.plain(), None);
+        let err = error_for(&with("webhook.{query.type"));
+        assert!(
+            err.starts_with(
+                "setting AmqpRoutingKey is invalid: \"webhook.{query.type\": at column 9: this placeholder is not closed"
+            ),
+            "{err}"
+        );
+        assert!(err.contains("docs/routing.md"), "{err}");
+        let err = error_for(&with("webhook.{query.type|#}"));
+        assert!(
+            err.starts_with("setting AmqpRoutingKey is invalid: the default of"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -194,7 +194,7 @@ mod tests {
     fn defaults_apply_when_only_the_two_required_settings_are_given() {
         let s = settings(&[]).unwrap();
         assert_eq!(s.listen, "127.0.0.1:8080".parse().unwrap());
-        assert_eq!(s.broker.routing_key, "webhook");
+        assert_eq!(s.broker.routing_key.plain(), Some("webhook"));
         assert_eq!(s.broker.endpoint.vhost, "/");
         assert_eq!(s.broker.endpoint.exchange, "e-conomic.direct");
         assert_eq!(s.broker.credentials.user, "guest");

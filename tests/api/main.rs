@@ -22,6 +22,8 @@ mod hostile;
 mod lifecycle;
 mod payload_mode;
 mod proxying_mode;
+mod routing;
+mod routing_topology;
 mod secrets;
 mod setup;
 mod source_checks;

@@ -41,6 +41,16 @@ pub struct ExchangeInfo {
     /// Internal exchanges take no publishes.
     #[serde(default)]
     pub internal: bool,
+    /// Its arguments (`alternate-exchange`).
+    #[serde(default)]
+    pub arguments: Map<String, Value>,
+}
+
+impl ExchangeInfo {
+    /// Where messages no binding matches go, if anywhere.
+    pub fn alternate_exchange(&self) -> Option<&str> {
+        self.arguments.get("alternate-exchange").and_then(Value::as_str)
+    }
 }
 
 /// `GET /api/queues/{vhost}/{name}`.
@@ -114,7 +124,11 @@ impl From<&Exchange> for DeclareExchange {
             durable: true,
             auto_delete: false,
             internal: false,
-            arguments: Map::new(),
+            arguments: exchange
+                .alternate
+                .iter()
+                .map(|alternate| ("alternate-exchange".to_owned(), Value::from(alternate.as_str())))
+                .collect(),
         }
     }
 }
@@ -165,10 +179,21 @@ mod tests {
         let exchange = Exchange {
             name: "x".into(),
             kind: ExchangeKind::Direct,
+            alternate: None,
         };
         assert_eq!(
             serde_json::to_value(DeclareExchange::from(&exchange)).unwrap(),
             json!({"type":"direct","durable":true,"auto_delete":false,"internal":false,"arguments":{}})
+        );
+        let with_alternate = Exchange {
+            kind: ExchangeKind::Topic,
+            alternate: Some("x.unrouted".into()),
+            ..exchange
+        };
+        assert_eq!(
+            serde_json::to_value(DeclareExchange::from(&with_alternate)).unwrap(),
+            json!({"type":"topic","durable":true,"auto_delete":false,"internal":false,
+                   "arguments":{"alternate-exchange":"x.unrouted"}})
         );
         let queue = Queue {
             name: "q".into(),

@@ -1,18 +1,19 @@
 //! `handler check`: verifies a configuration end to end without publishing,
 //! along the path the settings select: the settings parse, the credentials
 //! work, the vhost and the exchange exist, and a durable queue is bound for
-//! the routing key. With `PublishTransport=amqp` it first connects over AMQP
+//! the routing key ([`routing`]: for a template, the key of each webhook
+//! type). With `PublishTransport=amqp` it first connects over AMQP
 //! exactly as the transport does ([`amqp`]); the binding is read from the
 //! management API either way, as AMQP cannot list bindings. Prints a
 //! checklist; succeeds only when a publish would be routed and persisted.
 
 mod amqp;
+pub mod routing;
 
 use std::path::{Path, PathBuf};
 
 use crate::broker::management::ManagementApi;
-use crate::broker::management::wire::{BindingInfo, ExchangeInfo};
-use crate::broker::topology::{ExchangeKind, describe_queue};
+use crate::broker::management::wire::ExchangeInfo;
 use crate::cli::CheckArgs;
 use crate::intake::host::mode::{HostMode, find_host_json};
 use crate::settings::names;
@@ -76,7 +77,9 @@ pub async fn run(args: CheckArgs) -> Result<(), CheckFailed> {
     };
     list.pass(&format!(
         "settings parse: publishing to exchange {:?} in vhost {:?} with routing key {:?} {path}",
-        broker.endpoint.exchange, broker.endpoint.vhost, broker.routing_key
+        broker.endpoint.exchange,
+        broker.endpoint.vhost,
+        broker.routing_key.as_str()
     ));
     if let PublishTransport::Amqp { url, connection_name } = &broker.transport
         && !amqp::check(&mut list, url, connection_name, broker).await
@@ -95,7 +98,12 @@ pub async fn run(args: CheckArgs) -> Result<(), CheckFailed> {
     // Over AMQP the management API is not on the publish path: when it does
     // not answer, what only it can show is reported as not verified.
     let api_needed = matches!(broker.transport, PublishTransport::Http);
-    let routing = check_broker(&mut list, &api, broker, args.queue.as_deref(), api_needed).await;
+    let types: Vec<String> = if args.types.is_empty() {
+        routing::DEFAULT_TYPES.iter().map(|t| (*t).to_owned()).collect()
+    } else {
+        args.types
+    };
+    let routing = check_broker(&mut list, &api, broker, args.queue.as_deref(), &types, api_needed).await;
     match routing {
         Routing::Durable(queues) if list.failures == 0 => {
             println!(
@@ -108,7 +116,8 @@ pub async fn run(args: CheckArgs) -> Result<(), CheckFailed> {
             "check incomplete: the AMQP connection and the exchange are fine, but whether a durable queue is bound \
              to exchange {:?} with routing key {:?} could NOT be verified, because the management API did not answer \
              ({why}); see the queue's bindings in the management UI, or run `handler check` where the API answers",
-            broker.endpoint.exchange, broker.routing_key
+            broker.endpoint.exchange,
+            broker.routing_key.as_str()
         ))),
         _ => Err(CheckFailed(format!(
             "{} problem(s) above; a publish would not be routed to a durable queue",
@@ -164,6 +173,7 @@ async fn check_broker(
     api: &ManagementApi,
     broker: &BrokerSettings,
     wanted_queue: Option<&str>,
+    types: &[String],
     api_needed: bool,
 ) -> Routing {
     let exchange = &broker.endpoint.exchange;
@@ -188,8 +198,8 @@ async fn check_broker(
         Ok(()) => list.pass(&format!("vhost {vhost:?} exists and user {:?} may use it", api.user())),
         Err(e) => return fail(list, &e.to_string()),
     }
-    match api.exchange(exchange).await {
-        Ok(Some(info)) => check_exchange(list, exchange, &info),
+    let info = match api.exchange(exchange).await {
+        Ok(Some(info)) => info,
         Ok(None) => {
             return fail(
                 list,
@@ -197,64 +207,22 @@ async fn check_broker(
             );
         }
         Err(e) => return fail(list, &e.to_string()),
-    }
-    let bindings = match api.bindings_from(exchange).await {
-        Ok(bindings) => bindings,
-        Err(e) => return fail(list, &e.to_string()),
     };
-    let key = &broker.routing_key;
-    let bound: Vec<&BindingInfo> = bindings
-        .iter()
-        .filter(|b| b.destination_type == "queue" && &b.routing_key == key)
-        .filter(|b| wanted_queue.is_none_or(|q| b.destination == q))
-        .collect();
-    if bound.is_empty() {
-        let text = match wanted_queue {
-            Some(queue) => format!(
-                "queue {queue:?} is not bound to exchange {exchange:?} with routing key {key:?}: a publish would not reach it; run `handler setup --queue {queue}`"
-            ),
-            None => format!(
-                "no queue is bound to exchange {exchange:?} with routing key {key:?}: every publish would be dropped (routed:false); run `handler setup`"
-            ),
-        };
-        return fail(list, &text);
-    }
-
-    let (mut durable, mut lossy) = (Vec::new(), Vec::new());
-    for binding in bound {
-        let queue = &binding.destination;
-        match api.queue(queue).await {
-            Ok(Some(info)) if info.keeps_messages() => {
-                let description = describe_queue(info.kind.as_deref(), &info.arguments);
-                list.pass(&format!(
-                    "queue {queue:?} is bound with routing key {key:?}: durable, {description}"
-                ));
-                if info.has_default_delivery_limit() {
-                    list.warn(&format!(
-                        "queue {queue:?} is a quorum queue without a delivery limit of its own: RabbitMQ 4.x drops (or dead-letters) a message returned to it 20 times, as a relay stopped 20 times while it holds one would; set a policy with \"delivery-limit\": 2147483647 (queues `handler setup --quorum` declares have that argument; -1 would make RabbitMQ 3.x drop messages)"
-                    ));
-                }
-                durable.push(format!("{queue:?}"));
-            }
-            Ok(Some(_)) => lossy.push(format!(
-                "queue {queue:?} is bound with routing key {key:?} but is not durable, or is auto-delete or exclusive: what it holds can be lost"
-            )),
-            Ok(None) => lossy.push(format!("queue {queue:?} is bound but could not be found")),
-            Err(e) => lossy.push(e.to_string()),
-        }
-    }
-    // A lossy queue beside a durable one only loses its own copy.
-    for text in &lossy {
-        if durable.is_empty() {
-            list.fail(&format!("{text}; bind a durable queue (`handler setup`)"));
-        } else {
-            list.warn(text);
-        }
-    }
-    if durable.is_empty() {
+    if !check_exchange(list, exchange, &info) {
         return Routing::Failed;
     }
-    Routing::Durable(durable)
+    let Some(mut routes) = routing::Exchange::read(list, api, exchange, &info).await else {
+        return Routing::Failed;
+    };
+    let reached = match broker.routing_key.plain() {
+        Some(key) => routes.follow_key(list, key, wanted_queue).await,
+        None => {
+            routes
+                .follow_types(list, &broker.routing_key, types, wanted_queue)
+                .await
+        }
+    };
+    reached.map_or(Routing::Failed, Routing::Durable)
 }
 
 fn fail(list: &mut Checklist, text: &str) -> Routing {
@@ -262,21 +230,28 @@ fn fail(list: &mut Checklist, text: &str) -> Routing {
     Routing::Failed
 }
 
-/// The exchange must take publishes, route by key, and outlive a restart.
-fn check_exchange(list: &mut Checklist, name: &str, info: &ExchangeInfo) {
-    let expected = ExchangeKind::Direct.as_str();
-    if info.kind != expected {
+/// The exchange must take publishes, route by key, and outlive a restart;
+/// false when it does not route by key (its bindings then mean nothing).
+fn check_exchange(list: &mut Checklist, name: &str, info: &ExchangeInfo) -> bool {
+    let kind = info.kind.as_str();
+    if !matches!(kind, "direct" | "topic") {
         list.fail(&format!(
-            "exchange {name:?} is of type {:?}, not {expected:?}: routing by key is not what setup made; use another exchange or recreate it with `handler setup`",
-            info.kind
+            "exchange {name:?} is of type {kind:?}, not \"direct\" or \"topic\": routing by key is not what setup made; use another exchange or recreate it with `handler setup`"
         ));
-    } else if !info.durable || info.auto_delete {
+        return false;
+    }
+    if !info.durable || info.auto_delete {
         list.fail(&format!(
             "exchange {name:?} is not durable or is auto-delete: it and its bindings can vanish; recreate it with `handler setup`"
         ));
     } else if info.internal {
         list.fail(&format!("exchange {name:?} is internal: it takes no publishes"));
     } else {
-        list.pass(&format!("exchange {name:?} exists: {expected}, durable"));
+        let alternate = info
+            .alternate_exchange()
+            .map(|alternate| format!(", unroutable webhooks to {alternate:?}"))
+            .unwrap_or_default();
+        list.pass(&format!("exchange {name:?} exists: {kind}, durable{alternate}"));
     }
+    true
 }

@@ -44,19 +44,9 @@ impl AmqpTransport {
     /// Starts connecting to `url` in the background as `connection_name` and
     /// returns at once; publishes wait for the connection within their
     /// timeout. At most `concurrency` publishes are in flight at once.
-    pub fn start(
-        url: AmqpUrl,
-        connection_name: String,
-        exchange: String,
-        routing_key: String,
-        concurrency: usize,
-    ) -> Self {
+    pub fn start(url: AmqpUrl, connection_name: String, exchange: String, concurrency: usize) -> Self {
         let link = Arc::new(Link::start(url.clone(), connection_name.clone()));
-        let to = Arc::new(Destination {
-            url,
-            exchange,
-            routing_key,
-        });
+        let to = Arc::new(Destination { url, exchange });
         Self {
             pipelines: Pipelines::start(link.clone(), to.clone(), concurrency),
             link,
@@ -78,6 +68,7 @@ impl AmqpTransport {
         let (answer, verdict) = oneshot::channel();
         let publish = Publish {
             message_id: webhook.message_id.clone(),
+            routing_key: envelope.routing_key.to_owned(),
             body: webhook.body.clone(),
             properties: message::amqp_properties(webhook, envelope),
             deadline,

@@ -77,6 +77,8 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct Publish {
     /// Its `message_id`, which a returned message is matched by.
     pub message_id: String,
+    /// Its routing key, rendered for this webhook.
+    pub routing_key: String,
     /// The body, byte for byte.
     pub body: Bytes,
     /// The message's properties.
@@ -285,7 +287,7 @@ impl Pipeline {
             }
         };
         let exchange = self.to.exchange.clone();
-        let routing_key = self.to.routing_key.clone();
+        let routing_key = publish.routing_key.clone();
         let body = publish.body.clone();
         let properties = publish.properties.clone();
         let options = BasicPublishOptions {
@@ -363,7 +365,7 @@ impl Pipeline {
             };
             let returned = self.take_returned(&publish.message_id);
             let verdict = match settled {
-                Ok(confirmation) => verdict::judge(&confirmation, returned, &self.to),
+                Ok(confirmation) => verdict::judge(&confirmation, returned, &self.to, &publish.routing_key),
                 Err(error) => {
                     // The broker closed the channel (or the connection broke).
                     self.channel = None;

@@ -15,20 +15,24 @@ pub struct Destination {
     pub url: AmqpUrl,
     /// The exchange (setting `AmqpExchange`).
     pub exchange: String,
-    /// The routing key.
-    pub routing_key: String,
 }
 
 /// Success only for an ack of a message that was not returned. `returned`
 /// says whether a return of this message came back (the client may pair
-/// the return with another publish's confirm: see [`super::pipeline`]).
-pub fn judge(confirmation: &Confirmation, returned: bool, to: &Destination) -> Result<(), PublishError> {
+/// the return with another publish's confirm: see [`super::pipeline`]);
+/// `routing_key` is the key it was published with.
+pub fn judge(
+    confirmation: &Confirmation,
+    returned: bool,
+    to: &Destination,
+    routing_key: &str,
+) -> Result<(), PublishError> {
     match confirmation {
         // Returned: routed to no queue, exactly what HTTP calls routed:false.
         Confirmation::Ack(_) | Confirmation::Nack(_) if returned => Err(PublishError::NotRouted {
             exchange: to.exchange.clone(),
             vhost: to.url.vhost().to_owned(),
-            routing_key: to.routing_key.clone(),
+            routing_key: routing_key.to_owned(),
         }),
         Confirmation::Ack(_) => Ok(()),
         Confirmation::Nack(_) => Err(PublishError::Nacked),
@@ -75,7 +79,6 @@ mod tests {
         Destination {
             url: AmqpUrl::parse("amqp://u:s3cret@h/vh").unwrap(),
             exchange: "e-conomic.direct".to_owned(),
-            routing_key: "webhook".to_owned(),
         }
     }
 
@@ -85,20 +88,20 @@ mod tests {
 
     #[test]
     fn only_an_ack_without_a_return_is_success() {
-        assert!(judge(&Confirmation::Ack(None), false, &destination()).is_ok());
+        assert!(judge(&Confirmation::Ack(None), false, &destination(), "webhook").is_ok());
         assert!(matches!(
-            judge(&Confirmation::Ack(None), true, &destination()),
+            judge(&Confirmation::Ack(None), true, &destination(), "webhook"),
             Err(PublishError::NotRouted { .. })
         ));
         assert!(matches!(
-            judge(&Confirmation::Nack(None), false, &destination()),
+            judge(&Confirmation::Nack(None), false, &destination(), "webhook"),
             Err(PublishError::Nacked)
         ));
         assert!(matches!(
-            judge(&Confirmation::Nack(None), true, &destination()),
+            judge(&Confirmation::Nack(None), true, &destination(), "webhook"),
             Err(PublishError::NotRouted { .. })
         ));
-        assert!(judge(&Confirmation::NotRequested, false, &destination()).is_err());
+        assert!(judge(&Confirmation::NotRequested, false, &destination(), "webhook").is_err());
     }
 
     // A returned message (`Ack(Some(..))`) cannot be built outside the AMQP

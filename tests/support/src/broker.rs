@@ -340,8 +340,9 @@ fn rabbitmqctl(command: &str) -> Result<(), String> {
 
 // ---- a topology of the test's own ----------------------------------------------
 
-/// An exchange, a queue and maybe their dead-letter pair, under names no
-/// other test uses; everything under those names is deleted when this drops.
+/// An exchange, a queue and maybe their dead-letter pair, other queues
+/// and the exchange's alternate exchange, under names no other test uses;
+/// everything under those names is deleted when this drops.
 pub struct Topology {
     /// The exchange webhooks are published to.
     pub exchange: String,
@@ -349,6 +350,8 @@ pub struct Topology {
     pub queue: String,
     /// The routing key of the binding.
     pub routing_key: String,
+    /// The names [`Topology::other_queue`] gave out, to delete.
+    others: std::sync::Mutex<Vec<String>>,
 }
 
 impl Topology {
@@ -359,7 +362,29 @@ impl Topology {
             exchange: format!("test-{id}.direct"),
             queue: format!("test-{id}"),
             routing_key: "webhook".to_owned(),
+            others: std::sync::Mutex::default(),
         }
+    }
+
+    /// The name of another queue of this topology, `<queue>-<suffix>`,
+    /// declared by no one yet (for `handler setup --queue`); deleted with
+    /// the topology, as is its dead-letter pair.
+    pub fn other_queue(&self, suffix: &str) -> String {
+        let name = format!("{}-{suffix}", self.queue);
+        self.others.lock().expect("names lock").push(name.clone());
+        name
+    }
+
+    /// `<exchange>.unrouted`: the alternate exchange and queue
+    /// `handler setup --alternate-exchange` declares.
+    pub fn unrouted(&self) -> String {
+        format!("{}.unrouted", self.exchange)
+    }
+
+    /// Binds the queue to the exchange with one more routing key.
+    pub async fn bind_key(&self, key: &str) {
+        let path = format!("bindings/%2F/e/{}/q/{}", encoded(&self.exchange), encoded(&self.queue));
+        api_ok(reqwest::Method::POST, &path, &json!({ "routing_key": key })).await;
     }
 
     /// The seed's topology: a durable direct exchange bound with `webhook` to
@@ -508,16 +533,7 @@ impl Topology {
     /// Takes `count` messages off the queue, waiting up to 10 s for them;
     /// fewer if fewer came.
     pub async fn take(&self, count: usize) -> Vec<QueuedMessage> {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let mut taken = Vec::new();
-        while taken.len() < count {
-            taken.extend(take_all(&self.queue, count - taken.len()).await);
-            if taken.len() >= count || Instant::now() > deadline {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        taken
+        take_from(&self.queue, count).await
     }
 
     /// Takes whatever is on the queue now, without waiting.
@@ -590,12 +606,28 @@ impl Topology {
 impl Drop for Topology {
     fn drop(&mut self) {
         let dead_letter = encoded(&self.dead_letter());
-        delete_now(vec![
+        let unrouted = encoded(&self.unrouted());
+        let unrouted_dead_letter = encoded(&format!("{}.dead-letter", self.unrouted()));
+        let mut paths = vec![
+            format!("queues/%2F/{unrouted_dead_letter}"),
+            format!("exchanges/%2F/{unrouted_dead_letter}"),
             self.queue_path(&self.queue),
             format!("queues/%2F/{dead_letter}"),
             format!("exchanges/%2F/{}", encoded(&self.exchange)),
             format!("exchanges/%2F/{dead_letter}"),
-        ]);
+            format!("queues/%2F/{unrouted}"),
+            format!("exchanges/%2F/{unrouted}"),
+        ];
+        let others = std::mem::take(&mut *self.others.lock().unwrap_or_else(|e| e.into_inner()));
+        for other in others {
+            let dead_letter = encoded(&format!("{other}.dead-letter"));
+            paths.extend([
+                self.queue_path(&other),
+                format!("queues/%2F/{dead_letter}"),
+                format!("exchanges/%2F/{dead_letter}"),
+            ]);
+        }
+        delete_now(paths);
     }
 }
 
@@ -781,6 +813,21 @@ pub async fn reject_one(queue: &str) {
         .await
         .expect("basic.reject");
     let _ = connection.close(200, "done".into()).await;
+}
+
+/// Takes `count` messages off `queue` in the default vhost, waiting up to
+/// 10 s for them; fewer if fewer came.
+pub async fn take_from(queue: &str, count: usize) -> Vec<QueuedMessage> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut taken = Vec::new();
+    while taken.len() < count {
+        taken.extend(take_all(queue, count - taken.len()).await);
+        if taken.len() >= count || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    taken
 }
 
 /// Takes up to `limit` ready messages off `queue` in the default vhost,
