@@ -161,10 +161,14 @@ pub struct SetupArgs {
     /// Declare replicated quorum queues (for clusters) instead of classic queues.
     #[arg(long)]
     pub quorum: bool,
-    /// Send expired and rejected messages to a fanout exchange and a queue,
-    /// both named "<queue>.dead-letter".
-    #[arg(long)]
+    /// Declare the dead-letter exchange and queue, "<queue>.dead-letter"
+    /// (the default; kept for scripts that say so).
+    #[arg(long, conflicts_with = "no_dead_letter")]
     pub dead_letter: bool,
+    /// Leave the dead-letter exchange and queue out: expired and rejected
+    /// messages are dropped, and the relay cannot set a message aside.
+    #[arg(long)]
+    pub no_dead_letter: bool,
     /// A key the queue takes (repeatable; with a topic exchange, a pattern
     /// such as webhook.#) [default: AmqpRoutingKey when it is a plain key,
     /// so webhook].
@@ -240,10 +244,19 @@ mod tests {
         };
         assert_eq!(args.queue, "e-conomic-webhooks");
         assert_eq!(args.ttl_days, 7);
-        assert!(!args.quorum && !args.dead_letter);
+        assert!(!args.quorum && !args.no_dead_letter);
         assert!(args.binding_keys.is_empty(), "the settings' key is the default");
         assert_eq!(args.exchange_type, ExchangeKind::Direct);
         assert!(!args.alternate_exchange);
+    }
+
+    #[test]
+    fn setup_takes_no_dead_letter_but_not_together_with_dead_letter() {
+        let Some(Command::Setup(args)) = parse(&["setup", "--no-dead-letter"]).unwrap().command else {
+            panic!("not setup")
+        };
+        assert!(args.no_dead_letter);
+        assert!(parse(&["setup", "--dead-letter", "--no-dead-letter"]).is_err());
     }
 
     #[test]

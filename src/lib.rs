@@ -23,4 +23,5 @@ pub mod secret;
 pub mod settings;
 pub mod telemetry;
 pub mod template;
+pub mod urls;
 pub mod webhook;

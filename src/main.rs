@@ -17,6 +17,14 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> ExitCode {
     let command = Cli::parse().command.unwrap_or(Command::Serve);
+    if !matches!(command, Command::Serve) {
+        // Rust ignores SIGPIPE, so a println! to a closed pipe
+        // (`handler check | head -1`) panics. The subcommands end as `ls |
+        // head` does instead: killed quietly by SIGPIPE. Sockets are not
+        // affected (Rust writes to them with MSG_NOSIGNAL). The server keeps
+        // Rust's default: its stdout belongs to the Functions host.
+        sigpipe::reset();
+    }
     if matches!(command, Command::DeadLetter(_) | Command::RelaySecret(_)) {
         // Their stdout is a table, JSON or a secret: logs go to stderr.
         telemetry::init_on_stderr();

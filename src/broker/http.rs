@@ -13,6 +13,7 @@ use url::Url;
 
 use super::url::AmqpUrl;
 use crate::secret::Secret;
+use crate::urls::{self, Echo};
 
 /// `POST {base}/api/exchanges/{vhost}/{exchange}/publish`, with its parts
 /// decoded for messages.
@@ -33,10 +34,7 @@ impl PublishEndpoint {
     /// Parses an explicit `AmqpEndpoint`; the error says what is wrong
     /// without quoting the value.
     pub fn parse(raw: &str) -> Result<Self, String> {
-        let url = Url::parse(raw).map_err(|e| format!("not a URL ({e})"))?;
-        if !matches!(url.scheme(), "http" | "https") {
-            return Err(format!("scheme {:?} is not http or https", url.scheme()));
-        }
+        let url = urls::parse(raw, &["http", "https"], Echo::Never)?;
         if !url.username().is_empty() || url.password().is_some() {
             // A password here would end up in logs; it belongs in AmqpAuthHeader.
             return Err("it contains credentials; put them in AmqpAuthHeader instead".to_owned());

@@ -12,6 +12,7 @@ use lapin::uri::AMQPUri;
 use url::Url;
 
 use crate::secret::Secret;
+use crate::urls::{self, Echo};
 
 /// The management API's port when the AMQP URL is plain `amqp://` (a
 /// self-hosted broker); `amqps://` means a hosted one with the API on 443.
@@ -43,10 +44,8 @@ impl AmqpUrl {
     pub fn parse(raw: &str) -> Result<Self, AmqpUrlError> {
         let invalid = |problem: String| AmqpUrlError(problem);
         // `url`'s errors name the problem ("invalid port number"), not the input.
-        let url = Url::parse(raw.trim()).map_err(|e| invalid(format!("not a URL ({e})")))?;
-        if !matches!(url.scheme(), "amqp" | "amqps") {
-            return Err(invalid(format!("scheme {:?} is not amqps or amqp", url.scheme())));
-        }
+        // The value holds the password: an error describes it, never shows it.
+        let url = urls::parse(raw, &["amqps", "amqp"], Echo::Never).map_err(invalid)?;
         if url.host_str().is_none_or(str::is_empty) {
             return Err(invalid("it has no host".to_owned()));
         }

@@ -60,8 +60,14 @@ pub async fn run(command: DeadLetterCommand) -> Result<(), DeadLetterCommandErro
         }
         DeadLetterCommand::Purge(DeadLetterPurgeArgs { queue, yes }) => {
             if !yes {
+                // Refused only when there is something to lose: with none,
+                // the queue already is as a purge would leave it.
                 let count = inspect::count(&url, &queue).await?;
-                return Err(DeadLetterCommandError::NotConfirmed { count, queue });
+                if count > 0 {
+                    return Err(DeadLetterCommandError::NotConfirmed { count, queue });
+                }
+                println!("no dead letters in \"{queue}.dead-letter\": nothing to purge");
+                return Ok(());
             }
             let purged = replay::purge(&url, &queue).await?;
             println!("purged {purged} dead letter(s) from \"{queue}.dead-letter\"");

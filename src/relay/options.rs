@@ -14,6 +14,7 @@ use super::signing::{self, Signer};
 use crate::broker::AmqpUrl;
 use crate::broker::topology::{DEFAULT_QUEUE, dead_letter_name};
 use crate::settings::{self, SettingsError, broker::AMQP_URL_HINT};
+use crate::urls::{self, Echo};
 
 /// AMQP short strings hold 255 bytes, and the dead-letter exchange's name
 /// adds `.dead-letter` to the queue's.
@@ -225,10 +226,7 @@ pub fn amqp_url(lookup: impl Fn(&str) -> Option<String>) -> Result<AmqpUrl, Sett
 }
 
 fn parse_target(raw: &str) -> Result<Url, String> {
-    let url = Url::parse(raw).map_err(|e| format!("not a URL: {e}"))?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(format!("the scheme is {:?}; use http or https", url.scheme()));
-    }
+    let url = urls::parse(raw, &["http", "https"], Echo::Masked)?;
     if url.fragment().is_some() {
         return Err("a URL with a #fragment cannot be requested".to_owned());
     }
@@ -340,7 +338,9 @@ mod tests {
     fn the_target_is_required_and_must_be_http() {
         assert!(args(&[]).is_err());
         let err = args(&["--to", "ftp://example.com/x"]).unwrap_err().to_string();
-        assert!(err.contains("use http or https"), "{err}");
+        assert!(err.contains("is not http or https"), "{err}");
+        let err = args(&["--to", "127.0.0.1:8001/webhook.php"]).unwrap_err().to_string();
+        assert!(err.contains("write http://127.0.0.1:8001/webhook.php"), "{err}");
     }
 
     #[test]

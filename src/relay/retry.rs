@@ -41,6 +41,16 @@ impl RetryPolicy {
     }
 }
 
+/// A wait as a person reads it in a log line: whole seconds from one
+/// second up ("4s"), milliseconds below ("250ms").
+pub fn rounded(wait: Duration) -> String {
+    if wait >= Duration::from_secs(1) {
+        format!("{}s", wait.as_secs_f64().round())
+    } else {
+        format!("{}ms", wait.as_millis())
+    }
+}
+
 /// Between half and all of `delay`: messages that failed together (the target
 /// went down) come back spread out instead of all at once.
 fn jittered(delay: Duration) -> Duration {
@@ -79,6 +89,14 @@ mod tests {
                 "{wait:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_wait_is_logged_in_whole_seconds_or_milliseconds() {
+        assert_eq!(rounded(Duration::from_millis(3_600)), "4s");
+        assert_eq!(rounded(Duration::from_secs(60)), "60s");
+        assert_eq!(rounded(Duration::from_millis(1_400)), "1s");
+        assert_eq!(rounded(Duration::from_millis(250)), "250ms");
     }
 
     #[test]

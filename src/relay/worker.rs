@@ -220,7 +220,10 @@ pub async fn relay(
                     attempts = message.record.attempts,
                     status = failure.status().map(|s| s.as_u16()),
                     retry_in = ?wait,
-                    "delivery failed, will retry: {failure}"
+                    "delivery failed, attempt {} of {}, next in {}: {failure}",
+                    message.record.attempts,
+                    shared.retry.max_attempts,
+                    super::retry::rounded(wait)
                 );
                 tokio::select! {
                     biased;

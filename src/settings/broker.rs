@@ -9,6 +9,7 @@ use crate::broker::AmqpUrl;
 use crate::broker::amqp::connection_name;
 use crate::broker::http::{Credentials, PublishEndpoint};
 use crate::broker::routing_key::RoutingKey;
+use crate::urls::{self, Echo};
 
 /// What the AMQP transport's connection is called in the management UI,
 /// before the app and instance (see [`connection_name`]).
@@ -58,6 +59,9 @@ const ENDPOINT_HINT: &str = "set AmqpUrl to the AMQP URL on the CloudAMQP detail
      (amqps://<user>:<password>@<host>/<vhost>), or AmqpEndpoint to \
      https://<host>/api/exchanges/<vhost>/<exchange>/publish \
      (locally http://127.0.0.1:15672/api/exchanges/%2F/e-conomic.direct/publish)";
+const NO_BROKER_HINT: &str = "set it to the AMQP URL on the CloudAMQP details page \
+     (amqps://<user>:<password>@<host>/<vhost>; locally amqp://guest:guest@127.0.0.1/), \
+     or set the seed's AmqpEndpoint and AmqpAuthHeader instead";
 const AUTH_HINT: &str = "set it to base64(\"<user>:<password>\"), with or without the \"Basic \" prefix \
      (`handler auth-header` prints it), or set AmqpUrl instead";
 const TRANSPORT_HINT: &str = "set it to http (the default: the management API's publish endpoint) \
@@ -164,6 +168,13 @@ fn http_broker(
             hint: ENDPOINT_HINT,
         })?,
         (None, Some(amqp)) => derived_endpoint(get, amqp)?,
+        // Neither is set: most users set AmqpUrl, so the error names it first.
+        (None, None) if explicit_auth.is_none() => {
+            return Err(SettingsError::Missing {
+                name: "AmqpUrl",
+                hint: NO_BROKER_HINT,
+            });
+        }
         (None, None) => {
             return Err(SettingsError::Missing {
                 name: "AmqpEndpoint",
@@ -208,10 +219,7 @@ fn parse_management_url(raw: &str) -> Result<url::Url, SettingsError> {
         problem,
         hint: "set it to the management API's base URL, e.g. http://127.0.0.1:15673/, or unset it",
     };
-    let url = url::Url::parse(raw).map_err(|e| invalid(format!("not a URL ({e})")))?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(invalid(format!("scheme {:?} is not http or https", url.scheme())));
-    }
+    let url = urls::parse(raw, &["http", "https"], Echo::Never).map_err(invalid)?;
     if url.host_str().is_none_or(str::is_empty) {
         return Err(invalid("it has no host".to_owned()));
     }
@@ -279,6 +287,16 @@ mod tests {
         assert!(err.contains("AmqpEndpoint is missing"), "{err}");
         assert!(err.contains("/api/exchanges/"), "{err}");
         assert!(err.contains("AmqpUrl"), "{err}");
+    }
+
+    #[test]
+    fn no_broker_setting_at_all_names_amqp_url_first() {
+        let err = error_for(&[]);
+        assert!(
+            err.starts_with("setting AmqpUrl is missing: set it to the AMQP URL"),
+            "{err}"
+        );
+        assert!(err.contains("AmqpEndpoint and AmqpAuthHeader"), "{err}");
     }
 
     #[test]
@@ -457,7 +475,25 @@ mod tests {
     #[test]
     fn a_bad_amqp_url_is_named_without_its_password() {
         let err = error_for(&[("AmqpUrl", "ftp://u:s3cret@h/v")]);
-        assert!(err.starts_with("setting AmqpUrl is invalid: scheme \"ftp\""), "{err}");
+        assert!(
+            err.starts_with("setting AmqpUrl is invalid: the scheme \"ftp\""),
+            "{err}"
+        );
         assert!(!err.contains("s3cret"), "{err}");
+    }
+
+    #[test]
+    fn url_settings_without_a_scheme_say_which_to_write() {
+        let err = error_for(&[("AmqpUrl", "u:s3cret@h/v")]);
+        assert!(
+            err.starts_with("setting AmqpUrl is invalid: it has no scheme: write it starting with amqps:// or amqp://"),
+            "{err}"
+        );
+        assert!(!err.contains("s3cret"), "{err}");
+        let endpoint = "127.0.0.1:15672/api/exchanges/%2F/e-conomic.direct/publish";
+        let err = error_for(&[("AmqpEndpoint", endpoint), ("AmqpAuthHeader", AUTH)]);
+        assert!(err.contains("write it starting with http:// or https://"), "{err}");
+        let err = error_for(&[("AmqpUrl", "amqp://u:p@h/"), ("AmqpManagementUrl", "localhost:15673/")]);
+        assert!(err.contains("write it starting with http:// or https://"), "{err}");
     }
 }

@@ -55,7 +55,9 @@ pub fn lookalikes<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<Lookalike
             let lower = name.to_ascii_lowercase();
             KNOWN
                 .iter()
-                .map(|known| (strsim::levenshtein(&lower, &known.to_ascii_lowercase()), *known))
+                // Optimal string alignment: a swapped pair of letters
+                // (`AmqpUlr`) is one slip, as a missing or doubled one is.
+                .map(|known| (strsim::osa_distance(&lower, &known.to_ascii_lowercase()), *known))
                 .filter(|(distance, known)| *distance <= allowed_typos(known))
                 .min()
                 .map(|(_, meant)| Lookalike {
@@ -101,6 +103,13 @@ mod tests {
         );
         assert_eq!(meant(&["AMQPURL", "AMQP_URL"]).len(), 2);
         assert_eq!(meant(&["amqpExchange"])[0].1, "AmqpExchange");
+    }
+
+    #[test]
+    fn a_swapped_pair_of_letters_gets_a_did_you_mean() {
+        assert_eq!(meant(&["AmqpUlr"]), [("AmqpUlr".to_owned(), "AmqpUrl")]);
+        assert_eq!(meant(&["PublishDaedline"])[0].1, "PublishDeadline");
+        assert_eq!(meant(&["AmqpExhcange"])[0].1, "AmqpExchange");
     }
 
     #[test]

@@ -153,7 +153,7 @@ async fn check_reports_settings_that_do_not_parse() {
 
     assert!(!run.status.success());
     assert!(
-        run.stdout.contains("[FAIL] settings: setting AmqpEndpoint is missing"),
+        run.stdout.contains("[FAIL] settings: setting AmqpUrl is missing"),
         "{}",
         run.output()
     );

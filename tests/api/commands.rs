@@ -1,12 +1,13 @@
-//! The command line: `serve` is the default, and `auth-header` prints exactly
-//! what the AmqpAuthHeader setting takes.
+//! The command line: `serve` is the default, `auth-header` prints exactly
+//! what the AmqpAuthHeader setting takes, and a closed stdout ends a
+//! subcommand quietly.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 
 use test_support::AppSettings;
 use test_support::broker::Topology;
-use test_support::process::{Served, run_to_end};
+use test_support::process::{Served, run_into_closed_pipe, run_to_end};
 
 #[tokio::test]
 async fn serve_is_also_an_explicit_subcommand() {
@@ -61,4 +62,46 @@ async fn an_unknown_subcommand_is_a_usage_error() {
 
     assert_eq!(run.status.code(), Some(2), "{}", run.output());
     assert!(run.stderr.contains("unrecognized subcommand"), "{}", run.output());
+}
+
+/// `handler check | head -1`, `handler dead-letter list | head -1`, ...: once
+/// the reader is gone, every subcommand ends as `ls | head` does, killed
+/// quietly by SIGPIPE, instead of panicking with "failed printing to stdout".
+#[tokio::test]
+async fn no_subcommand_panics_on_a_closed_stdout() {
+    use std::os::unix::process::ExitStatusExt;
+
+    let topology = Topology::with_dead_letter().await;
+    let queue = topology.queue.as_str();
+    let settings = topology
+        .amqp_url_settings()
+        .with("AmqpRoutingKey", topology.routing_key.as_str());
+    let commands: [&[&str]; 6] = [
+        &["check"],
+        &["setup", "--queue", queue],
+        &["dead-letter", "list", "--queue", queue],
+        &["dead-letter", "list", "--queue", queue, "--json"],
+        &["dead-letter", "purge", "--queue", queue, "--yes"],
+        &["relay-secret", "new"],
+    ];
+    for args in commands {
+        let run = run_into_closed_pipe(args, &settings).await;
+
+        assert!(!run.stderr.contains("panicked"), "handler {args:?}: {}", run.stderr);
+        assert_eq!(
+            run.status.signal(),
+            Some(13),
+            "handler {args:?} was not ended by SIGPIPE: {}\n{}",
+            run.status,
+            run.stderr
+        );
+    }
+    // clap writes the help itself and ignores the closed pipe: exit 0, quietly.
+    let help = run_into_closed_pipe(&["--help"], &settings).await;
+    assert!(
+        help.status.success() && help.stderr.is_empty(),
+        "{}: {}",
+        help.status,
+        help.stderr
+    );
 }

@@ -37,10 +37,32 @@ async fn publish_directly(names: &Topology, payload: &str) {
 }
 
 #[tokio::test]
-async fn setup_on_fresh_names_creates_exactly_the_seeds_topology() {
+async fn setup_declares_the_dead_letter_queue_by_default_as_run_local_does() {
     let names = Topology::names();
+    let dead_letter = names.dead_letter();
 
     let run = run_to_end(&["setup", "--queue", &names.queue], &names.settings(), "").await;
+
+    assert!(run.status.success(), "{}", run.output());
+    assert!(run.stdout.contains("6 created, 0 unchanged"), "{}", run.output());
+    // RabbitMQ 4 also lists the "x-queue-type" it defaulted to.
+    let (_, main) = api_get(&format!("queues/%2F/{}", names.queue)).await;
+    assert_eq!(main["arguments"]["x-message-ttl"], 604_800_000);
+    assert_eq!(main["arguments"]["x-dead-letter-exchange"], json!(dead_letter));
+    let (status, _) = api_get(&format!("queues/%2F/{dead_letter}")).await;
+    assert_eq!(status, 200, "the dead-letter queue is declared");
+    // run-local's own words for it (`--dead-letter`) change nothing after it.
+    let explicit = ["setup", "--queue", &names.queue, "--dead-letter"];
+    let again = run_to_end(&explicit, &names.settings(), "").await;
+    assert!(again.stdout.contains("0 created, 6 unchanged"), "{}", again.output());
+}
+
+#[tokio::test]
+async fn setup_without_dead_letter_creates_exactly_the_seeds_topology() {
+    let names = Topology::names();
+
+    let args = ["setup", "--queue", &names.queue, "--no-dead-letter"];
+    let run = run_to_end(&args, &names.settings(), "").await;
 
     assert!(run.status.success(), "{}", run.output());
     assert_eq!(
@@ -56,7 +78,7 @@ async fn setup_on_fresh_names_creates_exactly_the_seeds_topology() {
         })
     );
     let (status, _) = api_get(&format!("queues/%2F/{}", names.dead_letter())).await;
-    assert_eq!(status, 404, "no dead-letter queue unless asked for");
+    assert_eq!(status, 404, "no dead-letter queue with --no-dead-letter");
     assert!(run.stdout.contains("3 created, 0 unchanged"), "{}", run.output());
 }
 

@@ -171,6 +171,19 @@ async fn purge_asks_for_yes_then_deletes_every_dead_letter() {
 }
 
 #[tokio::test]
+async fn purge_without_yes_and_without_dead_letters_says_so_and_exits_zero() {
+    let queue = Topology::with_dead_letter().await;
+
+    let run = dead_letter(&["purge", "--queue", &queue.queue]).await;
+
+    assert!(run.status.success(), "{}", run.output());
+    assert_eq!(
+        run.stdout,
+        format!("no dead letters in \"{}.dead-letter\": nothing to purge\n", queue.queue)
+    );
+}
+
+#[tokio::test]
 async fn a_queue_without_a_dead_letter_queue_is_named_with_the_fix() {
     let queue = Topology::declare().await;
     let list = dead_letter(&["list", "--queue", &queue.queue]).await;

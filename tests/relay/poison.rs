@@ -64,6 +64,14 @@ async fn only_the_messages_the_target_refuses_are_dead_lettered_and_the_rest_flo
     let output = relay.output();
     assert!(!output.contains("the target seems down"), "{output}");
     assert!(output.contains("circuit=closed"), "{output}");
+    // Each failed attempt's log line says where the message stands.
+    for attempt in ["attempt 1 of 3, next in ", "attempt 2 of 3, next in "] {
+        assert!(output.contains(&format!("delivery failed, {attempt}")), "{output}");
+    }
+    assert!(
+        !output.contains("attempt 3 of 3, next in"),
+        "the last attempt has no next: {output}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

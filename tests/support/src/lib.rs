@@ -15,12 +15,15 @@
 //! - [`stub`]: a fake publish endpoint, only for faults a real broker cannot
 //!   produce on demand;
 //! - [`target`]: a recording HTTP endpoint for the relay to deliver to;
-//! - [`metrics`]: a relay's `/metrics`, scraped and parsed as Prometheus would.
+//! - [`metrics`]: a relay's `/metrics`, scraped and parsed as Prometheus would;
+//! - [`docs`]: the docs' command examples, run on a vhost of their own and
+//!   compared with what the pages show.
 //!
 //! Nothing here imports the product's code: the tests see it as a user does.
 
 pub mod alarm;
 pub mod broker;
+pub mod docs;
 pub mod host;
 pub mod metrics;
 pub mod network;

@@ -83,7 +83,17 @@ impl Handler {
         if let Some(dir) = program.parent() {
             command.current_dir(dir);
         }
-        let mut child = command.spawn().expect("the handler binary starts");
+        Self::spawn_command(command)
+    }
+
+    /// Starts `command` (its stdout and stderr piped here), collecting what it prints.
+    pub fn spawn_command(mut command: Command) -> Self {
+        command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = command.spawn().expect("the command starts");
         let output = Arc::new(Mutex::new(String::new()));
         collect_lines(child.stdout.take().expect("piped"), output.clone(), "");
         collect_lines(child.stderr.take().expect("piped"), output.clone(), "stderr: ");
@@ -197,21 +207,46 @@ impl Finished {
 /// Runs `handler <args>` to its end (at most 60 s) with exactly `settings`,
 /// `stdin` piped in, and debug logs on so the secret checks see everything.
 pub async fn run_to_end(args: &[&str], settings: &AppSettings, stdin: &str) -> Finished {
-    let mut child = Command::new(handler_binary())
-        .args(args)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
+    let mut command = subcommand(args, settings);
+    command
         .env("RUST_LOG", "debug")
-        .envs(settings.pairs())
         .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("the handler binary starts");
+        .stdout(Stdio::piped());
+    let mut child = command.spawn().expect("the handler binary starts");
     let mut input = child.stdin.take().expect("piped");
     input.write_all(stdin.as_bytes()).await.expect("stdin is writable");
     drop(input);
+    to_the_end(child).await
+}
+
+/// Runs `handler <args>` to its end (at most 60 s) with exactly `settings`
+/// and its stdout a pipe whose reading end is already closed, as in
+/// `handler check | head -1` once `head` has its line: what it printed on
+/// stderr and how it ended.
+pub async fn run_into_closed_pipe(args: &[&str], settings: &AppSettings) -> Finished {
+    let (writer, reader) = tokio::net::unix::pipe::pipe().expect("a pipe");
+    drop(reader);
+    let stdout = writer.into_blocking_fd().expect("the pipe's writing end");
+    let mut command = subcommand(args, settings);
+    command.stdin(Stdio::null()).stdout(Stdio::from(stdout));
+    to_the_end(command.spawn().expect("the handler binary starts")).await
+}
+
+/// `handler <args>` with exactly `settings` (and `PATH`), stderr piped.
+fn subcommand(args: &[&str], settings: &AppSettings) -> Command {
+    let mut command = Command::new(handler_binary());
+    command
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(settings.pairs())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    command
+}
+
+/// Waits (at most 60 s) for `child` to end; what it printed on the pipes it has.
+async fn to_the_end(child: Child) -> Finished {
     let output = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
         .await
         .expect("the subcommand finishes within 60 s")
