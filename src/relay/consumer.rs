@@ -31,7 +31,8 @@ use tracing::{error, info, warn};
 use super::RelayError;
 use super::dead_letter::{DeadLetters, is_not_found};
 use super::options::RelayOptions;
-use super::worker::{self, Shared};
+use super::order::{self, Order};
+use super::worker::Shared;
 use crate::broker;
 use crate::broker::amqp::reconnect_delays;
 use crate::broker::topology::dead_letter_name;
@@ -90,6 +91,9 @@ struct Session {
     channel: Channel,
     consumer: Option<Consumer>,
     dead_letters: Arc<DeadLetters>,
+    /// Per-key order and coalescing: afresh with each connection, since a
+    /// lost one returns every held message to the queue.
+    order: Order,
 }
 
 impl Session {
@@ -126,11 +130,13 @@ impl Session {
         // during an outage), a probe needs a message to probe with.
         let consumer = Some(start_consuming(&channel, &options.queue).await.map_err(amqp)?);
         let dead_letters = Arc::new(DeadLetters::new(connection.clone(), &options.queue));
+        let order = Order::new(options.order_by.clone(), options.coalesce, shared.metrics.clone());
         Ok(Self {
             connection,
             channel,
             consumer,
             dead_letters,
+            order,
         })
     }
 
@@ -182,14 +188,18 @@ impl Session {
         Ok(())
     }
 
+    /// Gives the delivery its place in the order (here, in the order of
+    /// arrival), then a task of its own.
     fn spawn(
         &self,
-        delivery: lapin::message::Delivery,
+        mut delivery: lapin::message::Delivery,
         shared: &Arc<Shared>,
         stop: &CancellationToken,
         tasks: &mut JoinSet<()>,
     ) {
-        tasks.spawn(worker::relay(
+        let place = self.order.arrive(&mut delivery);
+        tasks.spawn(order::relay(
+            place,
             delivery,
             shared.clone(),
             self.dead_letters.clone(),

@@ -2,7 +2,8 @@
 //! the user's existing HTTP endpoint, at the pace it can take, losing nothing.
 //!
 //! A message flows: [`consumer`] (AMQP over [`connection`], reconnects) ->
-//! [`worker`] (one task per message) -> [`gate`] (the [`circuit`]: is the
+//! [`order`] (waits behind earlier messages of its keys; [`coalesce`]
+//! collapses identical copies) -> [`worker`] (one task per message) -> [`gate`] (the [`circuit`]: is the
 //! target up?) and [`rate`] -> [`target`] (HTTP, the request rebuilt from
 //! [`crate::broker::message`]) -> ack. When the target is down the circuit
 //! pauses everything; a message the target refuses while it takes the
@@ -15,6 +16,7 @@
 
 pub mod attempts;
 pub mod circuit;
+pub mod coalesce;
 pub mod connection;
 pub mod consumer;
 pub mod dead_letter;
@@ -22,6 +24,7 @@ pub mod gate;
 pub mod metrics;
 pub mod metrics_server;
 pub mod options;
+pub mod order;
 pub mod progress;
 pub mod rate;
 pub mod retry;

@@ -22,6 +22,7 @@ use tracing::{debug, error, info, warn};
 
 use super::attempts::{self, AttemptLog, Record, Settled};
 use super::circuit::{Outcome, Verdict};
+use super::coalesce::Claim;
 use super::dead_letter::headers::replays;
 use super::dead_letter::{DeadLetters, Reason};
 use super::gate::{Change, Gate, Suspect};
@@ -79,6 +80,9 @@ struct Message<'a> {
     suspect: Option<Suspect<'a>>,
     /// Held while it is out of attempts but cannot be dead-lettered.
     kept: Option<Tally<'a>>,
+    /// Begun before anything sends or settles it: a newer copy may have
+    /// coalesced it first ([`super::coalesce`]).
+    claim: Claim,
 }
 
 impl Message<'_> {
@@ -95,6 +99,8 @@ impl Message<'_> {
 enum Exhausted {
     /// Moved and acknowledged.
     Moved,
+    /// A newer copy coalesced it first: left alone.
+    Coalesced,
     /// Shutdown came while waiting; handed back.
     HandedBack,
     /// The dead-letter exchange is missing: kept, to be tried at the target again.
@@ -104,12 +110,14 @@ enum Exhausted {
 /// Relays one delivery to its end: acknowledged, dead-lettered, or handed
 /// back when `stopping` fires. Never returns with the message unaccounted:
 /// anything not acked or nacked here is returned by the broker when the
-/// channel closes.
+/// channel closes, or was coalesced (`claim`) and is acknowledged by the
+/// order stage.
 pub async fn relay(
     mut delivery: Delivery,
     shared: Arc<Shared>,
     dead_letters: Arc<DeadLetters>,
     stopping: CancellationToken,
+    claim: Claim,
 ) {
     let _held = Holding {
         gate: &shared.gate,
@@ -120,6 +128,9 @@ pub async fn relay(
     let body = Bytes::from(std::mem::take(&mut delivery.data));
     let record = shared.attempts.recall(key.as_deref());
     if let Some(settled) = record.settled {
+        if !claim.begin() {
+            return;
+        }
         return acknowledge_repeat(&delivery, settled, original.message_id.as_deref()).await;
     }
     let mut message = Message {
@@ -132,12 +143,13 @@ pub async fn relay(
         record,
         previous: None,
         kept: None,
+        claim,
     };
     let mut target_first = false;
     loop {
         if message.record.attempts >= shared.retry.max_attempts && !target_first {
             match dead_letter(&mut message, &shared, &dead_letters, &stopping).await {
-                Exhausted::Moved | Exhausted::HandedBack => return,
+                Exhausted::Moved | Exhausted::HandedBack | Exhausted::Coalesced => return,
                 // Tried at the target again, then dead-lettered again if it still fails.
                 Exhausted::Kept => target_first = true,
             }
@@ -154,6 +166,9 @@ pub async fn relay(
                 pass
             } => pass,
         };
+        if !message.claim.begin() {
+            return;
+        }
         let probe = pass.is_probe();
         message.record.requests += 1;
         message.note(&shared.attempts);
@@ -297,6 +312,9 @@ async fn dead_letter<'a>(
     dead_letters: &DeadLetters,
     stopping: &CancellationToken,
 ) -> Exhausted {
+    if !message.claim.begin() {
+        return Exhausted::Coalesced;
+    }
     let failure = message
         .record
         .last_failure
@@ -355,6 +373,9 @@ async fn dead_letter<'a>(
 
 /// Returns the message to the queue, undelivered, for a later run.
 async fn give_back(message: &Message<'_>, metrics: &Metrics) {
+    if !message.claim.begin() {
+        return;
+    }
     let requeue = BasicNackOptions {
         requeue: true,
         multiple: false,

@@ -1,0 +1,290 @@
+//! Per-key order (`--order-by`), and the copies `--coalesce` collapses: the
+//! stage between the consumer and the worker. A message is handed to the
+//! [`super::worker`] only when every earlier message this relay received
+//! that shares one of its keys has left: delivered, dead-lettered, coalesced
+//! or handed back. Messages that share no key run at full `--concurrency`.
+//!
+//! The order is that of arrival on the consuming channel, which is the
+//! queue's order: the consumer calls [`Order::arrive`] for each delivery, in
+//! turn, before its task is spawned. The keys are held until the task ends,
+//! so a message backing off, paused with the circuit or being dead-lettered
+//! keeps its place and the later messages of its keys wait behind it.
+//!
+//! A message waiting behind a key holds no request slot (it has not reached
+//! the gate), only its prefetch slot: the head of every key is always among
+//! the messages held (it arrived first) and can always make its request, so
+//! a prefetch full of waiting messages slows the relay to the pace of the
+//! busy keys but never stops it. docs/relay.md says what that costs.
+//!
+//! The table lives with one connection ([`Order`] is made per session): a
+//! lost connection aborts every task and the broker returns their messages
+//! in queue order, so the next session starts from an empty table. At
+//! shutdown a waiting message is not handed back before its turn: handing
+//! back goes key by key in order, which matters for quorum queues, where a
+//! message handed back returns ahead of the rest in the order of the
+//! hand-backs (seen with RabbitMQ 3.10.8 and 4.0.5).
+
+pub mod keys;
+pub mod table;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use lapin::message::Delivery;
+use lapin::options::BasicAckOptions;
+use lapin::types::{AMQPValue, FieldArray, FieldTable, LongString};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use super::coalesce::{self, Claim};
+use super::dead_letter::DeadLetters;
+use super::dead_letter::headers::ORDER_KEYS_HEADER;
+use super::metrics::{Count, Metrics};
+use super::worker::{self, Shared};
+use crate::broker::message::Original;
+pub use keys::OrderBy;
+use table::KeyTable;
+
+/// What a message waits behind.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Key {
+    /// A key an `--order-by` template rendered.
+    Rendered(String),
+    /// The digest of a webhook, with `--coalesce`: copies go one at a time.
+    Copy(String),
+}
+
+/// The order stage of one session.
+#[derive(Debug)]
+pub struct Order {
+    order_by: OrderBy,
+    coalesce: bool,
+    metrics: Arc<Metrics>,
+    held: Arc<Mutex<Held>>,
+}
+
+/// The messages the session holds, by their number in the table.
+#[derive(Debug, Default)]
+struct Held {
+    table: KeyTable<Key>,
+    slots: HashMap<u64, Arc<Slot>>,
+    next: u64,
+}
+
+/// One held message's wake-up and claim.
+#[derive(Debug)]
+struct Slot {
+    turn: Notify,
+    claim: Claim,
+}
+
+impl Order {
+    /// The stage for one session: ordered by `order_by` (none: unordered),
+    /// coalescing copies when `coalesce`.
+    pub fn new(order_by: OrderBy, coalesce: bool, metrics: Arc<Metrics>) -> Self {
+        Self {
+            order_by,
+            coalesce,
+            metrics,
+            held: Arc::default(),
+        }
+    }
+
+    /// Takes one delivery's place, in the order deliveries arrive; with
+    /// `--coalesce`, an older identical copy that has not begun is
+    /// coalesced here. Its keys go into the delivery's headers, so a dead
+    /// letter carries them.
+    pub fn arrive(&self, delivery: &mut Delivery) -> Place {
+        if self.order_by.is_empty() && !self.coalesce {
+            return Place::unordered();
+        }
+        let original = Original::from_properties(&delivery.properties);
+        let parts = original.parts(&delivery.data);
+        let rendered = self.order_by.keys(parts);
+        let copy = self.coalesce.then(|| coalesce::identity(parts));
+        if !rendered.is_empty() {
+            stamp_keys(delivery, &rendered);
+        }
+        let mut keys: Vec<Key> = rendered.into_iter().map(Key::Rendered).collect();
+        let claim = if copy.is_some() { Claim::open() } else { Claim::fixed() };
+        let mut held = self.lock();
+        if let Some(digest) = copy {
+            let key = Key::Copy(digest);
+            if let Some(older) = held.table.last_with(&key)
+                && let Some(slot) = held.slots.get(&older).cloned()
+                && slot.claim.coalesce()
+            {
+                // As if the older copy had never been sent: its place goes.
+                let freed = held.table.leave(older);
+                held.wake(&freed);
+            }
+            keys.push(key);
+        }
+        let id = held.next;
+        held.next += 1;
+        let free = held.table.arrive(id, keys);
+        let slot = Arc::new(Slot {
+            turn: Notify::new(),
+            claim,
+        });
+        held.slots.insert(id, slot.clone());
+        self.metrics.set_waiting_behind_keys(held.table.waiting());
+        drop(held);
+        Place {
+            free,
+            slot: Some(slot.clone()),
+            claim: slot.claim.clone(),
+            leave: Some(Leave {
+                id,
+                held: self.held.clone(),
+                metrics: self.metrics.clone(),
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Held> {
+        self.held.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Held {
+    fn wake(&self, freed: &[u64]) {
+        for id in freed {
+            if let Some(slot) = self.slots.get(id) {
+                // Stores a permit when the task is not waiting yet.
+                slot.turn.notify_one();
+            }
+        }
+    }
+}
+
+/// Writes a message's ordering keys into its headers, for its dead letter.
+fn stamp_keys(delivery: &mut Delivery, keys: &[String]) {
+    let array: Vec<AMQPValue> = keys
+        .iter()
+        .map(|key| AMQPValue::LongString(LongString::from(key.as_str())))
+        .collect();
+    let mut headers = delivery
+        .properties
+        .headers()
+        .as_ref()
+        .map(|h| h.inner().clone())
+        .unwrap_or_default();
+    headers.insert(ORDER_KEYS_HEADER.into(), AMQPValue::FieldArray(FieldArray::from(array)));
+    delivery.properties = delivery.properties.clone().with_headers(FieldTable::from(headers));
+}
+
+/// One message's place in the order: it may go once [`Place::turn`]
+/// resolves; it leaves the table when dropped (its task ended or was aborted).
+#[derive(Debug)]
+pub struct Place {
+    free: bool,
+    slot: Option<Arc<Slot>>,
+    claim: Claim,
+    leave: Option<Leave>,
+}
+
+#[derive(Debug)]
+struct Leave {
+    id: u64,
+    held: Arc<Mutex<Held>>,
+    metrics: Arc<Metrics>,
+}
+
+impl Place {
+    fn unordered() -> Self {
+        Self {
+            free: true,
+            slot: None,
+            claim: Claim::fixed(),
+            leave: None,
+        }
+    }
+
+    /// Whether it may go at once.
+    pub fn is_free(&self) -> bool {
+        self.free
+    }
+
+    /// Resolves when every earlier message sharing one of its keys has left.
+    pub async fn turn(&self) {
+        if let (false, Some(slot)) = (self.free, &self.slot) {
+            slot.turn.notified().await;
+        }
+    }
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        let Some(leave) = self.leave.take() else { return };
+        let mut held = leave.held.lock().unwrap_or_else(PoisonError::into_inner);
+        held.slots.remove(&leave.id);
+        let freed = held.table.leave(leave.id);
+        held.wake(&freed);
+        leave.metrics.set_waiting_behind_keys(held.table.waiting());
+    }
+}
+
+/// Relays one delivery in its turn: waits behind its keys, then hands it to
+/// the worker; acknowledges it as coalesced if a newer copy came first.
+///
+/// Waiting is not raced against `stopping`: at shutdown a waiting message
+/// still goes in its turn, right after the one before it, and the worker
+/// hands it back at once, so the hand-backs of one key reach the broker in
+/// queue order.
+pub async fn relay(
+    place: Place,
+    delivery: Delivery,
+    shared: Arc<Shared>,
+    dead_letters: Arc<DeadLetters>,
+    stopping: CancellationToken,
+) {
+    let claim = place.claim.clone();
+    let acker = claim.is_open().then(|| delivery.acker.clone());
+    let message_id = delivery.properties.message_id().as_ref().map(|id| id.to_string());
+    let coalesced_waiting = if place.is_free() {
+        false
+    } else {
+        // Held, though not yet in the worker (which counts its own).
+        let _held = shared.metrics.hold();
+        tokio::select! {
+            biased;
+            () = claim.coalesced() => true,
+            () = place.turn() => false,
+        }
+    };
+    if coalesced_waiting {
+        // One held message less: the consumer may want to know (circuit open).
+        shared.gate.held_changed();
+    } else {
+        let work = worker::relay(delivery, shared.clone(), dead_letters, stopping, claim.clone());
+        tokio::select! {
+            biased;
+            // Its delivery has not begun: it waits for a request slot at most.
+            () = claim.coalesced() => {}
+            () = work => {}
+        }
+    }
+    if let (true, Some(acker)) = (claim.is_coalesced(), acker) {
+        acknowledge_coalesced(&acker, message_id.as_deref(), &shared.metrics).await;
+    }
+    drop(place);
+}
+
+async fn acknowledge_coalesced(acker: &lapin::Acker, id: Option<&str>, metrics: &Metrics) {
+    match acker.ack(BasicAckOptions::default()).await {
+        Ok(true) => {
+            metrics.add(Count::Coalesced);
+            debug!(message_id = id, "coalesced: a newer identical copy is held");
+        }
+        Ok(false) => warn!(
+            message_id = id,
+            "coalesced, but the channel closed before the ack; the broker will deliver it again"
+        ),
+        Err(e) => warn!(
+            message_id = id,
+            "coalesced, but the ack failed ({e}); the broker will deliver it again"
+        ),
+    }
+}
