@@ -56,7 +56,9 @@ impl Claim {
 
     /// Whether a newer copy may still coalesce it.
     pub fn is_open(&self) -> bool {
-        self.0.as_ref().is_some_and(|stage| stage.state.load(Ordering::Acquire) == WAITING)
+        self.0
+            .as_ref()
+            .is_some_and(|stage| stage.state.load(Ordering::Acquire) == WAITING)
     }
 
     /// Marks its delivery begun; false when a newer copy coalesced it first,

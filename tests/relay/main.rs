@@ -11,6 +11,7 @@ mod dead_letters;
 mod delivery;
 mod failures;
 mod metrics;
+mod ordering;
 mod outage;
 mod pace;
 mod poison;

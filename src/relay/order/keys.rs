@@ -60,7 +60,11 @@ mod tests {
     }
 
     fn economic() -> OrderBy {
-        OrderBy::parse(&["{query.type}:{form.old}".to_owned(), "{query.type}:{form.new}".to_owned()]).unwrap()
+        OrderBy::parse(&[
+            "{query.type}:{form.old}".to_owned(),
+            "{query.type}:{form.new}".to_owned(),
+        ])
+        .unwrap()
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //! - [`stub`]: a fake publish endpoint, only for faults a real broker cannot
 //!   produce on demand;
 //! - [`target`]: a recording HTTP endpoint for the relay to deliver to;
+//! - [`ordering`]: webhooks with ordering keys, and checks of their order;
 //! - [`metrics`]: a relay's `/metrics`, scraped and parsed as Prometheus would.
 //!
 //! Nothing here imports the product's code: the tests see it as a user does.
@@ -21,6 +22,7 @@ pub mod broker;
 pub mod host;
 pub mod metrics;
 pub mod network;
+pub mod ordering;
 pub mod process;
 pub mod stub;
 pub mod target;
