@@ -61,6 +61,11 @@ impl Claim {
             .is_some_and(|stage| stage.state.load(Ordering::Acquire) == WAITING)
     }
 
+    /// Whether a newer copy could ever coalesce it (it was made [`Claim::open`]).
+    pub fn is_coalescable(&self) -> bool {
+        self.0.is_some()
+    }
+
     /// Marks its delivery begun; false when a newer copy coalesced it first,
     /// and then the caller must leave the message alone (the order stage
     /// acknowledges it).
@@ -121,6 +126,7 @@ mod tests {
     fn a_fixed_claim_always_begins_and_is_never_coalesced() {
         let claim = Claim::fixed();
         assert!(!claim.is_open());
+        assert!(!claim.is_coalescable());
         assert!(!claim.coalesce());
         assert!(claim.begin());
         assert!(claim.begin());

@@ -6,6 +6,7 @@
 // Test code: a panic is a failed test.
 #![allow(clippy::unwrap_used)]
 
+mod coalescing;
 mod config;
 mod dead_letters;
 mod delivery;

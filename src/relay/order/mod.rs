@@ -241,7 +241,8 @@ pub async fn relay(
     stopping: CancellationToken,
 ) {
     let claim = place.claim.clone();
-    let acker = claim.is_open().then(|| delivery.acker.clone());
+    // Coalescing may come before this task even starts.
+    let acker = claim.is_coalescable().then(|| delivery.acker.clone());
     let message_id = delivery.properties.message_id().as_ref().map(|id| id.to_string());
     let coalesced_waiting = if place.is_free() {
         false
