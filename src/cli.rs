@@ -146,6 +146,12 @@ pub struct SetupArgs {
     /// both named "<queue>.dead-letter".
     #[arg(long)]
     pub dead_letter: bool,
+    /// Let one consumer at a time take the queue's messages
+    /// (x-single-active-consumer): a second `handler relay` stands by and takes
+    /// over, in order, when the first dies. Only for a new queue: RabbitMQ
+    /// cannot add it to an existing one (docs/relay.md says how to move over).
+    #[arg(long)]
+    pub single_active_consumer: bool,
 }
 
 /// Options of `handler check`.

@@ -22,7 +22,7 @@ pub enum SetupError {
     Management(#[from] ManagementError),
     /// The queue exists with other arguments, which RabbitMQ cannot change.
     #[error(
-        "queue {queue:?} already exists with different settings ({reason}). RabbitMQ cannot change a queue's arguments: run setup with the options it was made with (--ttl-days, --quorum, --dead-letter), pick another queue with --queue NAME, or delete the queue (its messages are lost) and run setup again"
+        "queue {queue:?} already exists with different settings ({reason}). RabbitMQ cannot change a queue's arguments: run setup with the options it was made with (--ttl-days, --quorum, --dead-letter, --single-active-consumer), pick another queue with --queue NAME, or delete the queue (its messages are lost) and run setup again"
     )]
     QueueDiffers {
         /// The queue.
@@ -51,6 +51,7 @@ pub async fn run(args: SetupArgs) -> Result<(), SetupError> {
         ttl_days: args.ttl_days,
         quorum: args.quorum,
         dead_letter: args.dead_letter,
+        single_active_consumer: args.single_active_consumer,
     };
     setup(&settings.broker, settings.limits.attempt_timeout, &options).await
 }

@@ -32,6 +32,7 @@ use super::RelayError;
 use super::dead_letter::{DeadLetters, is_not_found};
 use super::options::RelayOptions;
 use super::order::{self, Order};
+use super::standby;
 use super::worker::Shared;
 use crate::broker;
 use crate::broker::amqp::reconnect_delays;
@@ -51,6 +52,7 @@ pub async fn consume(options: &RelayOptions, shared: Arc<Shared>, stop: Cancella
         "consuming from queue {:?} at {} (prefetch {})",
         options.queue, options.amqp_url, options.prefetch
     );
+    standby::look(options, session.other_consumers).await;
     loop {
         let lost = match session.run(options, &shared, &stop).await {
             Ended::Stopped => return Ok(()),
@@ -94,6 +96,8 @@ struct Session {
     /// Per-key order and coalescing: afresh with each connection, since a
     /// lost one returns every held message to the queue.
     order: Order,
+    /// Consumers the queue had before this one.
+    other_consumers: u32,
 }
 
 impl Session {
@@ -125,6 +129,7 @@ impl Session {
                 }
             })?;
         shared.metrics.set_queue_depth(queue.message_count());
+        let other_consumers = queue.consumer_count();
         check_dead_letter_exchange(&connection, &options.queue).await;
         // Always consume at first: even with the circuit open (a reconnect
         // during an outage), a probe needs a message to probe with.
@@ -137,6 +142,7 @@ impl Session {
             consumer,
             dead_letters,
             order,
+            other_consumers,
         })
     }
 

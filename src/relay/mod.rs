@@ -9,7 +9,8 @@
 //! pauses everything; a message the target refuses while it takes the
 //! others is tried again ([`retry`]) and finally set aside
 //! ([`dead_letter`], which also lists and replays them). [`attempts`]
-//! recognises repeats after a lost connection; [`metrics`] counts,
+//! recognises repeats after a lost connection; [`standby`] warns when
+//! another consumer would break the order; [`metrics`] counts,
 //! [`progress`] prints and [`metrics_server`] serves what happened;
 //! [`options`] say what to do. The message format and the AMQP URL are the
 //! forwarder's own ([`crate::broker`]).
@@ -28,6 +29,7 @@ pub mod order;
 pub mod progress;
 pub mod rate;
 pub mod retry;
+pub mod standby;
 pub mod target;
 pub mod worker;
 

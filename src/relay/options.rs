@@ -10,6 +10,7 @@ use url::Url;
 use super::order::OrderBy;
 use super::retry::RetryPolicy;
 use crate::broker::AmqpUrl;
+use crate::broker::http::PublishEndpoint;
 use crate::broker::topology::{DEFAULT_QUEUE, dead_letter_name};
 use crate::settings::{self, SettingsError, broker::AMQP_URL_HINT};
 use crate::template::TemplateError;
@@ -122,6 +123,9 @@ impl Rate {
 pub struct RelayOptions {
     /// Where to consume from.
     pub amqp_url: AmqpUrl,
+    /// The management API beside it (`AmqpManagementUrl` moves it), for
+    /// what AMQP cannot tell: whether the queue has a single active consumer.
+    pub management: PublishEndpoint,
     /// Where to deliver to.
     pub target: Url,
     /// The queue to drain.
@@ -178,7 +182,8 @@ pub enum OptionsError {
 impl RelayOptions {
     /// Combines the command line with the `AmqpUrl` setting read through `lookup`.
     pub fn new(args: RelayArgs, lookup: impl Fn(&str) -> Option<String>) -> Result<Self, OptionsError> {
-        let amqp_url = amqp_url(lookup)?;
+        let amqp_url = amqp_url(&lookup)?;
+        let management = settings::broker::derived_endpoint(&|name| lookup(name), &amqp_url)?;
         let order_by = OrderBy::parse(&args.order_by)?;
         let per_slot = if order_by.is_empty() {
             PREFETCH_PER_SLOT
@@ -200,6 +205,7 @@ impl RelayOptions {
         }
         Ok(Self {
             amqp_url,
+            management,
             target: args.to,
             queue: args.queue,
             concurrency: args.concurrency,

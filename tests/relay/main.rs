@@ -18,3 +18,4 @@ mod pace;
 mod poison;
 mod reconnect;
 mod shutdown;
+mod standby;

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use crate::broker::management::ManagementApi;
 use crate::broker::management::wire::{BindingInfo, ExchangeInfo};
-use crate::broker::topology::{ExchangeKind, describe_queue};
+use crate::broker::topology::{ExchangeKind, describe_queue, has_single_active_consumer};
 use crate::cli::CheckArgs;
 use crate::intake::host::mode::{HostMode, find_host_json};
 use crate::settings::names;
@@ -232,6 +232,11 @@ async fn check_broker(
                 if info.has_default_delivery_limit() {
                     list.warn(&format!(
                         "queue {queue:?} is a quorum queue without a delivery limit of its own: RabbitMQ 4.x drops (or dead-letters) a message returned to it 20 times, as a relay stopped 20 times while it holds one would; set a policy with \"delivery-limit\": 2147483647 (queues `handler setup --quorum` declares have that argument; -1 would make RabbitMQ 3.x drop messages)"
+                    ));
+                }
+                if !has_single_active_consumer(&info.arguments) {
+                    list.pass(&format!(
+                        "queue {queue:?} has no single active consumer: relays on it share its messages, so a second `handler relay --order-by` breaks the order; for a standby relay declare a queue with `handler setup --single-active-consumer` (docs/relay.md)"
                     ));
                 }
                 durable.push(format!("{queue:?}"));
