@@ -1,21 +1,29 @@
-//! Benchmark of `handler relay`: messages per second delivered to a fast local
+//! Benchmark of `handler relay`: messages per second delivered to a local
 //! target. Run it through `scripts/bench-relay`, which builds the release
 //! binary first.
 //!
 //! Each run declares a topology of its own on the local broker (the test
 //! support's `Topology`: deleted when the run ends), publishes the messages
-//! (`TestMessage`, the forwarder's format, persistent), starts `handler
-//! relay` against an in-process target that answers 200 at once, and times
-//! the deliveries from the first request's arrival to the last one's, so
-//! start-up and connection set-up are left out. Prints every run and the
-//! median. The target only counts: recording every request (as the tests'
-//! target does) would slow it down and measure the target instead.
+//! (the forwarder's format, persistent), starts `handler relay` against an
+//! in-process target, and times the deliveries from the first request's
+//! arrival to the last one's, so start-up and connection set-up are left
+//! out. The target only counts (recording every request, as the tests'
+//! target does, would slow it down and measure the target instead), and in
+//! the ordered phases it checks that each key's messages came in order.
+//!
+//! Phases, each on the same queue contents, into a target that answers at
+//! once and into one that takes 20 ms: unordered, then `--order-by` with
+//! 10,000 keys, with 100 keys, and with one hot key carrying 10 % of the
+//! messages (the others each a key of its own). Prints every run, and per
+//! phase the median, its ratio to the unordered median of the same target,
+//! the relay's peak memory and the messages that came out of order.
 //!
 //! Usage: relay_bench <handler binary> [messages] [runs] [concurrency] [prefetch]
 
 // A benchmark tool: a panic is a failed run.
 #![allow(clippy::unwrap_used)]
 
+use std::collections::HashMap;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -24,11 +32,62 @@ use std::time::{Duration, Instant};
 use test_support::broker::{TestMessage, Topology, amqp_url};
 use warp::Filter;
 
-/// Arrivals at the target: how many, the first and the last.
+/// One way of ordering the same messages.
+struct Phase {
+    name: &'static str,
+    /// `--order-by`, if ordered; the form field it reads is the key.
+    order_by: Option<&'static str>,
+}
+
+const PHASES: [Phase; 4] = [
+    Phase {
+        name: "unordered",
+        order_by: None,
+    },
+    Phase {
+        name: "10,000 keys",
+        order_by: Some("wide"),
+    },
+    Phase {
+        name: "100 keys",
+        order_by: Some("narrow"),
+    },
+    Phase {
+        name: "hot key 10 %",
+        order_by: Some("hot"),
+    },
+];
+
+/// What one run measured.
+struct Run {
+    rate: f64,
+    peak_rss_kib: u64,
+    out_of_order: usize,
+}
+
+/// Arrivals at the target: how many, the first and the last, and per key
+/// the last sequence number seen.
 #[derive(Default)]
 struct Arrivals {
     count: AtomicUsize,
     span: Mutex<Option<(Instant, Instant)>>,
+    last_seq: Mutex<HashMap<String, usize>>,
+    out_of_order: AtomicUsize,
+}
+
+/// The messages every phase relays: the same bodies, with a field for each
+/// way of keying them.
+fn messages(count: usize) -> Vec<TestMessage> {
+    (0..count)
+        .map(|i| {
+            let hot = if i % 10 == 0 { "hot".to_owned() } else { format!("c{i}") };
+            TestMessage::post(format!(
+                "seq={i}&wide=w{}&narrow=n{}&hot={hot}&old=101&new=102",
+                i % 10_000,
+                i % 100
+            ))
+        })
+        .collect()
 }
 
 #[tokio::main]
@@ -38,35 +97,80 @@ async fn main() {
         .get(1)
         .expect("usage: relay_bench <handler binary> [messages] [runs] [concurrency] [prefetch]");
     let arg = |i: usize, default: usize| args.get(i).map_or(default, |a| a.parse().unwrap());
-    let (messages, runs, concurrency) = (arg(2, 20_000), arg(3, 5), arg(4, 64));
+    let (count, runs, concurrency) = (arg(2, 20_000), arg(3, 3), arg(4, 64));
     let prefetch = args.get(5).map(|p| p.parse::<usize>().unwrap());
     let shown = prefetch.map_or_else(|| "default".to_owned(), |p| p.to_string());
     println!(
-        "relay benchmark: {messages} messages per run, {runs} runs, --concurrency {concurrency}, --prefetch {shown}"
+        "relay benchmark: {count} messages per run, {runs} runs per phase, --concurrency {concurrency}, --prefetch {shown}"
     );
+    let messages = messages(count);
 
-    let mut rates = Vec::new();
-    for run in 1..=runs {
-        let rate = one_run(handler, messages, concurrency, prefetch).await;
-        println!("run {run}: {rate:.0} messages/s");
-        rates.push(rate);
+    let mut summary = Vec::new();
+    for latency in [Duration::ZERO, Duration::from_millis(20)] {
+        let mut unordered = None;
+        for phase in &PHASES {
+            let mut results = Vec::new();
+            for run in 1..=runs {
+                let result = one_run(handler, &messages, phase, latency, concurrency, prefetch).await;
+                println!(
+                    "target {latency:?}, {}: run {run}: {:.0} messages/s, peak RSS {} MiB, {} out of order",
+                    phase.name,
+                    result.rate,
+                    result.peak_rss_kib / 1024,
+                    result.out_of_order
+                );
+                results.push(result);
+            }
+            results.sort_by(|a, b| a.rate.total_cmp(&b.rate));
+            let median = &results[results.len() / 2];
+            let base = *unordered.get_or_insert(median.rate);
+            let peak = results.iter().map(|r| r.peak_rss_kib).max().unwrap_or(0);
+            let disorder: usize = results.iter().map(|r| r.out_of_order).sum();
+            summary.push(format!(
+                "| {latency:?} | {} | {:.0} | {:.2} | {} | {disorder} |",
+                phase.name,
+                median.rate,
+                median.rate / base,
+                peak / 1024
+            ));
+        }
     }
-    rates.sort_by(f64::total_cmp);
-    println!("median: {:.0} messages/s", rates[rates.len() / 2]);
+    println!("| target | phase | median messages/s | of unordered | peak RSS MiB | out of order |");
+    println!("| --- | --- | --- | --- | --- | --- |");
+    for line in summary {
+        println!("{line}");
+    }
 }
 
-async fn one_run(handler: &str, messages: usize, concurrency: usize, prefetch: Option<usize>) -> f64 {
+async fn one_run(
+    handler: &str,
+    messages: &[TestMessage],
+    phase: &Phase,
+    latency: Duration,
+    concurrency: usize,
+    prefetch: Option<usize>,
+) -> Run {
     let topology = Topology::with_dead_letter().await;
-    topology.publish(&TestMessage::many(messages, "bench")).await;
+    topology.publish(messages).await;
 
     let arrivals = Arc::new(Arrivals::default());
     let seen = arrivals.clone();
-    let target = warp::body::bytes().map(move |_body: bytes::Bytes| {
-        let now = Instant::now();
-        let mut span = seen.span.lock().unwrap();
-        *span = Some(span.map_or((now, now), |(first, _)| (first, now)));
-        seen.count.fetch_add(1, Ordering::Relaxed);
-        warp::reply()
+    let key_field = phase.order_by;
+    let target = warp::body::bytes().then(move |body: bytes::Bytes| {
+        let seen = seen.clone();
+        async move {
+            if let Some(field) = key_field {
+                check_order(&seen, &body, field);
+            }
+            tokio::time::sleep(latency).await;
+            let now = Instant::now();
+            {
+                let mut span = seen.span.lock().unwrap();
+                *span = Some(span.map_or((now, now), |(first, _)| (first, now)));
+            }
+            seen.count.fetch_add(1, Ordering::Relaxed);
+            warp::reply()
+        }
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let to = format!("http://{}/hook.php", listener.local_addr().unwrap());
@@ -81,6 +185,9 @@ async fn one_run(handler: &str, messages: usize, concurrency: usize, prefetch: O
         "--concurrency".to_owned(),
         concurrency.to_string(),
     ];
+    if let Some(field) = phase.order_by {
+        relay_args.extend(["--order-by".to_owned(), format!("{{form.{field}}}")]);
+    }
     if let Some(prefetch) = prefetch {
         relay_args.extend(["--prefetch".to_owned(), prefetch.to_string()]);
     }
@@ -93,7 +200,7 @@ async fn one_run(handler: &str, messages: usize, concurrency: usize, prefetch: O
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(600);
-    while arrivals.count.load(Ordering::Relaxed) < messages {
+    while arrivals.count.load(Ordering::Relaxed) < messages.len() {
         assert!(
             Instant::now() < deadline,
             "the relay did not deliver everything in 10 minutes"
@@ -103,11 +210,47 @@ async fn one_run(handler: &str, messages: usize, concurrency: usize, prefetch: O
     let (first, last) = arrivals.span.lock().unwrap().unwrap();
 
     let pid = relay.id().unwrap().to_string();
+    let peak_rss_kib = peak_rss_kib(&pid);
     std::process::Command::new("kill")
         .args(["-TERM", &pid])
         .status()
         .unwrap();
     relay.wait().await.unwrap();
     server.abort();
-    (messages - 1) as f64 / (last - first).as_secs_f64()
+    Run {
+        rate: (messages.len() - 1) as f64 / (last - first).as_secs_f64(),
+        peak_rss_kib,
+        out_of_order: arrivals.out_of_order.load(Ordering::Relaxed),
+    }
+}
+
+/// Counts a message that arrived before an earlier one of its key.
+fn check_order(arrivals: &Arrivals, body: &[u8], field: &str) {
+    let mut key = None;
+    let mut seq = None;
+    for (name, value) in url::form_urlencoded::parse(body) {
+        if name == field {
+            key = Some(value.into_owned());
+        } else if name == "seq" {
+            seq = value.parse::<usize>().ok();
+        }
+    }
+    let (Some(key), Some(seq)) = (key, seq) else { return };
+    let mut last = arrivals.last_seq.lock().unwrap();
+    match last.insert(key, seq) {
+        Some(before) if before > seq => {
+            arrivals.out_of_order.fetch_add(1, Ordering::Relaxed);
+        }
+        _ => {}
+    }
+}
+
+/// The process's peak resident memory so far (VmHWM), in KiB.
+fn peak_rss_kib(pid: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
 }

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
+use lapin::Acker;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
 use tokio_util::sync::CancellationToken;
@@ -192,7 +193,8 @@ pub async fn relay(
             if probe {
                 info!(message_id = message.id(), "the probe was delivered");
             }
-            return acknowledge(&delivery, message.id(), "delivered").await;
+            acknowledge(&delivery.acker, message.id(), "delivered").await;
+            return;
         };
         message.record.last_failure = Some(failure.to_string());
         message.record.last_status = failure.status().map(|s| s.as_u16());
@@ -275,9 +277,10 @@ fn log_change(change: Option<Change>, id: Option<&str>, failure: Option<&Failure
 /// Acknowledges a message that is settled (`what` happened to it). Its
 /// record is noted first: if the ack is lost with the connection, the repeat
 /// is recognised and acknowledged without another request.
-async fn acknowledge(delivery: &Delivery, id: Option<&str>, what: &str) {
-    match delivery.acker.ack(BasicAckOptions::default()).await {
-        Ok(true) => {}
+/// Says whether the ack went out (the order stage counts coalesced copies by it).
+pub(super) async fn acknowledge(acker: &Acker, id: Option<&str>, what: &str) -> bool {
+    match acker.ack(BasicAckOptions::default()).await {
+        Ok(true) => return true,
         Ok(false) => warn!(
             message_id = id,
             "{what}, but the channel closed before the ack; the broker will deliver it again"
@@ -287,6 +290,7 @@ async fn acknowledge(delivery: &Delivery, id: Option<&str>, what: &str) {
             "{what}, but the ack failed ({e}); the broker will deliver it again"
         ),
     }
+    false
 }
 
 /// A message this relay already settled came back because its ack was lost:
@@ -300,7 +304,7 @@ async fn acknowledge_repeat(delivery: &Delivery, settled: Settled, id: Option<&s
         message_id = id,
         "a repeat of a message {what} before the connection dropped; acknowledging it"
     );
-    acknowledge(delivery, id, what).await;
+    acknowledge(&delivery.acker, id, what).await;
 }
 
 /// Moves a message out of attempts to the dead-letter queue. If that cannot
@@ -367,7 +371,7 @@ async fn dead_letter<'a>(
         exchange = dead_letters.exchange(),
         "moved to the dead-letter queue: {failure}"
     );
-    acknowledge(delivery, message.id(), "dead-lettered").await;
+    acknowledge(&delivery.acker, message.id(), "dead-lettered").await;
     Exhausted::Moved
 }
 

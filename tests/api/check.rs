@@ -386,12 +386,11 @@ async fn check_reports_whether_the_queue_has_a_single_active_consumer() {
         "warnings and notes do not fail the check:\n{}",
         run.output()
     );
-    assert!(
-        run.stdout.contains(&format!(
+    assert_listed(
+        &run,
+        &format!(
             "[ok]   queue \"{}\" has no single active consumer: relays on it share its messages",
             shared.queue
-        )),
-        "{}",
-        run.output()
+        ),
     );
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use test_support::broker::{TestMessage, Topology};
 use test_support::process::Handler;
-use test_support::target::{Answer, Release, TestTarget, wait_until_drained};
+use test_support::target::{Release, TestTarget, wait_until_drained};
 
 /// The progress line reached `coalesced=N`.
 async fn wait_for_coalesced(relay: &Handler, count: usize) {
@@ -26,18 +26,7 @@ async fn identical_copies_waiting_for_a_slot_are_coalesced_into_the_newest() {
     queue.publish(&messages).await;
     // The first request takes the only slot until released: the copies wait.
     let release = Release::default();
-    let target = TestTarget::answering({
-        let (release, busy) = (release.clone(), busy.id.clone());
-        move |seen| {
-            let answer = Answer::status(200);
-            if seen.message_id() == busy {
-                answer.held_by(&release)
-            } else {
-                answer
-            }
-        }
-    })
-    .await;
+    let target = TestTarget::holding_back(&busy.id, &release).await;
     let mut relay = Handler::relay(&queue, &target.url("/hook.php"), &["--coalesce", "--concurrency", "1"]);
     wait_for_coalesced(&relay, 2).await;
     release.open();
@@ -62,18 +51,7 @@ async fn a_copy_whose_delivery_began_is_delivered_and_the_newer_after_it() {
     let first = TestMessage::post("old=101&new=101");
     queue.publish(std::slice::from_ref(&first)).await;
     let release = Release::default();
-    let target = TestTarget::answering({
-        let (release, first) = (release.clone(), first.id.clone());
-        move |seen| {
-            let answer = Answer::status(200);
-            if seen.message_id() == first {
-                answer.held_by(&release)
-            } else {
-                answer
-            }
-        }
-    })
-    .await;
+    let target = TestTarget::holding_back(&first.id, &release).await;
     let mut relay = Handler::relay(&queue, &target.url("/hook.php"), &["--coalesce", "--concurrency", "4"]);
     // The first copy's request is under way (held at the target)...
     while target.max_in_flight() < 1 {
@@ -117,18 +95,7 @@ async fn a_relay_killed_right_after_coalescing_loses_nothing() {
     queue.publish(&[busy.clone(), older.clone(), newer.clone()]).await;
     // Never answers the first: the copies wait until the relay is killed.
     let stuck = Release::default();
-    let target = TestTarget::answering({
-        let (stuck, busy) = (stuck.clone(), busy.id.clone());
-        move |seen| {
-            let answer = Answer::status(200);
-            if seen.message_id() == busy {
-                answer.held_by(&stuck)
-            } else {
-                answer
-            }
-        }
-    })
-    .await;
+    let target = TestTarget::holding_back(&busy.id, &stuck).await;
     let relay = Handler::relay(&queue, &target.url("/hook.php"), &["--coalesce", "--concurrency", "1"]);
     wait_for_coalesced(&relay, 1).await;
     relay.signal("KILL");

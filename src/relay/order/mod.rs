@@ -31,11 +31,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use lapin::message::Delivery;
-use lapin::options::BasicAckOptions;
 use lapin::types::{AMQPValue, FieldArray, FieldTable, LongString};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::debug;
 
 use super::coalesce::{self, Claim};
 use super::dead_letter::DeadLetters;
@@ -274,18 +273,8 @@ pub async fn relay(
 }
 
 async fn acknowledge_coalesced(acker: &lapin::Acker, id: Option<&str>, metrics: &Metrics) {
-    match acker.ack(BasicAckOptions::default()).await {
-        Ok(true) => {
-            metrics.add(Count::Coalesced);
-            debug!(message_id = id, "coalesced: a newer identical copy is held");
-        }
-        Ok(false) => warn!(
-            message_id = id,
-            "coalesced, but the channel closed before the ack; the broker will deliver it again"
-        ),
-        Err(e) => warn!(
-            message_id = id,
-            "coalesced, but the ack failed ({e}); the broker will deliver it again"
-        ),
+    if worker::acknowledge(acker, id, "coalesced").await {
+        metrics.add(Count::Coalesced);
+        debug!(message_id = id, "coalesced: a newer identical copy is held");
     }
 }

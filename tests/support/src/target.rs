@@ -178,6 +178,21 @@ impl TestTarget {
         .await
     }
 
+    /// A target answering 200 at once, except to message `message_id`,
+    /// whose answer waits until `release` is opened.
+    pub async fn holding_back(message_id: &str, release: &Release) -> Self {
+        let (message_id, release) = (message_id.to_owned(), release.clone());
+        Self::answering(move |seen| {
+            let answer = Answer::status(200);
+            if seen.message_id() == message_id {
+                answer.held_by(&release)
+            } else {
+                answer
+            }
+        })
+        .await
+    }
+
     /// A target answering as `behaviour` says, headers included.
     pub async fn answering(behaviour: impl Fn(&Seen) -> Answer + Send + Sync + 'static) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
