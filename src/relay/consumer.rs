@@ -267,6 +267,7 @@ impl Session {
         match ended {
             Ended::Lost(_) => {
                 // Their acks cannot arrive any more; the broker requeued their messages.
+                self.order.close();
                 tasks.shutdown().await;
             }
             Ended::Stopped => self.drain(tasks, options.shutdown_grace).await,
@@ -296,6 +297,7 @@ impl Session {
                 "{} delivery(ies) did not finish within {grace:?}; closing the connection returns them to the queue",
                 tasks.len()
             );
+            self.order.close();
             tasks.shutdown().await;
         } else {
             info!("every held message was acknowledged or returned to the queue");

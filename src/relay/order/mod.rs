@@ -69,6 +69,8 @@ struct Held {
     table: KeyTable<Key>,
     slots: HashMap<u64, Arc<Slot>>,
     next: u64,
+    /// The session is over: nobody may go any more.
+    closed: bool,
 }
 
 /// One held message's wake-up and claim.
@@ -142,6 +144,15 @@ impl Order {
         }
     }
 
+    /// Lets no waiting message go any more: the session is over (its
+    /// connection lost, or the shutdown grace ran out) and its tasks are
+    /// about to be aborted. Without this, a task aborted first would free
+    /// the next of its key, which could send its request before its own
+    /// abort, ahead of the first when the broker delivers both again.
+    pub fn close(&self) {
+        self.lock().closed = true;
+    }
+
     fn lock(&self) -> MutexGuard<'_, Held> {
         self.held.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -149,6 +160,9 @@ impl Order {
 
 impl Held {
     fn wake(&self, freed: &[u64]) {
+        if self.closed {
+            return;
+        }
         for id in freed {
             if let Some(slot) = self.slots.get(id) {
                 // Stores a permit when the task is not waiting yet.
@@ -276,5 +290,107 @@ async fn acknowledge_coalesced(acker: &lapin::Acker, id: Option<&str>, metrics: 
     if worker::acknowledge(acker, id, "coalesced").await {
         metrics.add(Count::Coalesced);
         debug!(message_id = id, "coalesced: a newer identical copy is held");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures_util::FutureExt;
+
+    use super::*;
+
+    fn delivery(body: &str) -> Delivery {
+        Delivery::mock(0, "".into(), "".into(), false, body.as_bytes().to_vec())
+    }
+
+    fn order(templates: &[&str], coalesce: bool) -> Order {
+        let templates: Vec<String> = templates.iter().map(|t| (*t).to_owned()).collect();
+        Order::new(OrderBy::parse(&templates).unwrap(), coalesce, Arc::new(Metrics::new()))
+    }
+
+    fn may_go(place: &Place) -> bool {
+        place.turn().now_or_never().is_some()
+    }
+
+    #[test]
+    fn a_message_goes_when_the_one_before_it_of_its_key_leaves() {
+        let order = order(&["{form.id}"], false);
+        let first = order.arrive(&mut delivery("id=a&seq=0"));
+        let other = order.arrive(&mut delivery("id=b&seq=0"));
+        let second = order.arrive(&mut delivery("id=a&seq=1"));
+        assert!(first.is_free() && other.is_free());
+        assert!(!second.is_free());
+        assert!(!may_go(&second));
+        assert_eq!(order.metrics.snapshot().behind_keys, 1);
+        drop(first);
+        assert!(may_go(&second));
+        assert_eq!(order.metrics.snapshot().behind_keys, 0);
+    }
+
+    #[test]
+    fn the_keys_go_into_the_headers_for_a_dead_letter() {
+        let order = order(&["{form.old}", "{form.new}"], false);
+        let mut renumbered = delivery("old=101&new=102");
+        let _place = order.arrive(&mut renumbered);
+        let headers = renumbered.properties.headers().clone().unwrap();
+        let Some(AMQPValue::FieldArray(keys)) = headers.inner().get(ORDER_KEYS_HEADER) else {
+            panic!("no {ORDER_KEYS_HEADER} in {headers:?}");
+        };
+        let keys: Vec<String> = keys
+            .as_slice()
+            .iter()
+            .map(|k| match k {
+                AMQPValue::LongString(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(keys, ["101", "102"]);
+    }
+
+    #[test]
+    fn a_copy_not_begun_is_coalesced_and_the_newer_takes_its_own_place() {
+        let order = order(&["{form.id}"], true);
+        let first = order.arrive(&mut delivery("id=a&x=1"));
+        let copy = order.arrive(&mut delivery("id=a&x=2"));
+        let newer = order.arrive(&mut delivery("id=a&x=2"));
+        assert!(copy.claim.is_coalesced(), "the older copy had not begun");
+        assert!(!first.claim.is_coalesced());
+        // The newer copy waits behind the first of its key, not behind the coalesced one.
+        assert!(!may_go(&newer));
+        drop(copy);
+        assert!(!may_go(&newer));
+        drop(first);
+        assert!(may_go(&newer));
+    }
+
+    #[test]
+    fn a_begun_copy_is_not_coalesced_and_the_newer_waits_behind_it() {
+        let order = order(&[], true);
+        let first = order.arrive(&mut delivery("same"));
+        assert!(first.claim.begin());
+        let newer = order.arrive(&mut delivery("same"));
+        assert!(!first.claim.is_coalesced());
+        assert!(!may_go(&newer));
+        drop(first);
+        assert!(may_go(&newer));
+    }
+
+    #[test]
+    fn unordered_without_coalescing_everything_goes_at_once() {
+        let order = order(&[], false);
+        let first = order.arrive(&mut delivery("same"));
+        let second = order.arrive(&mut delivery("same"));
+        assert!(first.is_free() && second.is_free());
+        assert!(!second.claim.is_coalescable());
+    }
+
+    #[test]
+    fn once_closed_nobody_goes_any_more() {
+        let order = order(&["{form.id}"], false);
+        let first = order.arrive(&mut delivery("id=a"));
+        let second = order.arrive(&mut delivery("id=a"));
+        order.close();
+        drop(first);
+        assert!(!may_go(&second), "a freed message could send before its abort");
     }
 }
