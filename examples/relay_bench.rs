@@ -16,7 +16,9 @@
 //! 10,000 keys, with 100 keys, and with one hot key carrying 10 % of the
 //! messages (the others each a key of its own). Prints every run, and per
 //! phase the median, its ratio to the unordered median of the same target,
-//! the relay's peak memory and the messages that came out of order.
+//! the relay's peak memory and the messages that came out of order. The
+//! runs go round by round (each phase once per round), so that on a busy
+//! machine the phases compared ran close together.
 //!
 //! Usage: relay_bench <handler binary> [messages] [runs] [concurrency] [prefetch]
 
@@ -105,12 +107,16 @@ async fn main() {
     );
     let messages = messages(count);
 
-    let mut summary = Vec::new();
-    for latency in [Duration::ZERO, Duration::from_millis(20)] {
-        let mut unordered = None;
-        for phase in &PHASES {
-            let mut results = Vec::new();
-            for run in 1..=runs {
+    // Round by round, every phase once per round: on a busy machine the
+    // phases compared then run close together in time.
+    let latencies = [Duration::ZERO, Duration::from_millis(20)];
+    let mut results: Vec<Vec<Vec<Run>>> = latencies
+        .iter()
+        .map(|_| PHASES.iter().map(|_| Vec::new()).collect())
+        .collect();
+    for run in 1..=runs {
+        for (l, &latency) in latencies.iter().enumerate() {
+            for (p, phase) in PHASES.iter().enumerate() {
                 let result = one_run(handler, &messages, phase, latency, concurrency, prefetch).await;
                 println!(
                     "target {latency:?}, {}: run {run}: {:.0} messages/s, peak RSS {} MiB, {} out of order",
@@ -119,18 +125,24 @@ async fn main() {
                     result.peak_rss_kib / 1024,
                     result.out_of_order
                 );
-                results.push(result);
+                results[l][p].push(result);
             }
-            results.sort_by(|a, b| a.rate.total_cmp(&b.rate));
-            let median = &results[results.len() / 2];
-            let base = *unordered.get_or_insert(median.rate);
-            let peak = results.iter().map(|r| r.peak_rss_kib).max().unwrap_or(0);
-            let disorder: usize = results.iter().map(|r| r.out_of_order).sum();
+        }
+    }
+    let mut summary = Vec::new();
+    for (l, latency) in latencies.iter().enumerate() {
+        let mut unordered = None;
+        for (p, phase) in PHASES.iter().enumerate() {
+            let runs = &mut results[l][p];
+            runs.sort_by(|a, b| a.rate.total_cmp(&b.rate));
+            let median = runs[runs.len() / 2].rate;
+            let base = *unordered.get_or_insert(median);
+            let peak = runs.iter().map(|r| r.peak_rss_kib).max().unwrap_or(0);
+            let disorder: usize = runs.iter().map(|r| r.out_of_order).sum();
             summary.push(format!(
-                "| {latency:?} | {} | {:.0} | {:.2} | {} | {disorder} |",
+                "| {latency:?} | {} | {median:.0} | {:.2} | {} | {disorder} |",
                 phase.name,
-                median.rate,
-                median.rate / base,
+                median / base,
                 peak / 1024
             ));
         }
