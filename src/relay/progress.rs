@@ -28,14 +28,14 @@ pub fn line(label: &str, now: &Snapshot, before: &Snapshot, elapsed: Duration) -
     };
     let depth = now.queue_depth.map_or_else(|| "?".to_owned(), |d| d.to_string());
     let mut line = format!(
-        "{label}: delivered={} retried={} dead-lettered={} returned={} coalesced={} rate={rate:.1}/s held={} behind-keys={} queue-depth={depth} circuit={}",
+        "{label}: delivered={} retried={} dead-lettered={} returned={} coalesced={} behind-keys={} rate={rate:.1}/s held={} queue-depth={depth} circuit={}",
         now.delivered,
         now.retried,
         now.dead_lettered,
         now.returned,
         now.coalesced,
-        now.held,
         now.behind_keys,
+        now.held,
         now.circuit.as_str()
     );
     if now.undead_letterable > 0 {
@@ -86,7 +86,7 @@ mod tests {
         let line = line("progress", &metrics.snapshot(), &before, Duration::from_secs(2));
         assert_eq!(
             line,
-            "progress: delivered=30 retried=1 dead-lettered=1 returned=1 coalesced=2 rate=15.0/s held=1 behind-keys=3 queue-depth=970 circuit=open"
+            "progress: delivered=30 retried=1 dead-lettered=1 returned=1 coalesced=2 behind-keys=3 rate=15.0/s held=1 queue-depth=970 circuit=open"
         );
     }
 
@@ -95,7 +95,7 @@ mod tests {
         let snapshot = Metrics::new().snapshot();
         let line = line("stopped", &snapshot, &snapshot, Duration::ZERO);
         assert!(
-            line.ends_with("rate=0.0/s held=0 behind-keys=0 queue-depth=? circuit=closed"),
+            line.ends_with("rate=0.0/s held=0 queue-depth=? circuit=closed"),
             "{line}"
         );
     }

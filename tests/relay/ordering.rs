@@ -161,7 +161,7 @@ async fn a_renumbering_waits_behind_both_numbers_and_holds_both_back() {
             .min()
             .unwrap()
     };
-    assert!(accepted(4).answered < accepted(0).answered, "product 7 waited");
+    assert!(accepted(4).arrived < accepted(0).answered, "product 7 waited");
     assert!(first_request(1) >= accepted(0).answered, "the renumbering went early");
     assert!(
         first_request(2) >= accepted(1).answered,

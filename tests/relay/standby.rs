@@ -5,6 +5,8 @@
 //! without a single active consumer is warned about at start.
 
 use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -15,7 +17,7 @@ use serde_json::json;
 use test_support::broker::{Topology, connect};
 use test_support::ordering::{self, TEMPLATE};
 use test_support::process::Handler;
-use test_support::target::{TestTarget, wait_until_drained};
+use test_support::target::{Answer, Release, TestTarget, wait_until_drained};
 
 const KEYS: usize = 20;
 const PER_KEY: usize = 15;
@@ -25,7 +27,26 @@ async fn a_standby_takes_over_in_order_when_the_active_relay_is_killed() {
     let queue = Topology::declare_with_queue_arguments(json!({ "x-single-active-consumer": true })).await;
     let messages = ordering::interleaved(KEYS, PER_KEY);
     queue.publish(&messages).await;
-    let target = TestTarget::flaky(Duration::from_millis(20), 0, 200).await;
+    // Answers the first third at once (0-20 ms), then holds every answer
+    // until the active relay is dead: it cannot finish before the kill, and
+    // it dies with requests under way.
+    let release = Release::default();
+    let arrivals = Arc::new(AtomicUsize::new(0));
+    let target = TestTarget::answering({
+        let (release, arrivals) = (release.clone(), arrivals.clone());
+        move |_| {
+            let answer = Answer {
+                delay: Duration::from_millis(fastrand::u64(0..20)),
+                ..Answer::default()
+            };
+            if arrivals.fetch_add(1, Ordering::SeqCst) < KEYS * PER_KEY / 3 {
+                answer
+            } else {
+                answer.held_by(&release)
+            }
+        }
+    })
+    .await;
     let options = ["--order-by", TEMPLATE, "--concurrency", "8"];
     let active = Handler::relay(&queue, &target.url("/active"), &options);
     active
@@ -43,6 +64,7 @@ async fn a_standby_takes_over_in_order_when_the_active_relay_is_killed() {
     active.signal("KILL");
     let killed = Instant::now();
     let seen_at_kill = target.count();
+    release.open();
     let mut standby = standby;
     target
         .wait_until(Duration::from_secs(120), "every message accepted", |seen| {
