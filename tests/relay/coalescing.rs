@@ -104,6 +104,9 @@ async fn a_relay_killed_right_after_coalescing_loses_nothing() {
     // What the broker kept: the first and the newer copy, not the older.
     let accepting = TestTarget::accepting().await;
     let mut again = Handler::relay(&queue, &accepting.url("/hook.php"), &[]);
+    again
+        .wait_for_output("consuming from queue", Duration::from_secs(60))
+        .await;
     wait_until_drained(&queue, &accepting, &again, 2).await;
     again.stop().await;
     let sent: Vec<String> = accepting.seen().iter().map(|s| s.message_id().to_owned()).collect();
