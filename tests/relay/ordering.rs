@@ -10,7 +10,7 @@ use test_support::broker::{TestMessage, Topology};
 use test_support::metrics::{Metrics, metrics_url};
 use test_support::ordering::{self, TEMPLATE};
 use test_support::process::Handler;
-use test_support::target::{Answer, TestTarget, assert_each_accepted_once, wait_until_drained};
+use test_support::target::{Answer, Release, TestTarget, assert_each_accepted_once, wait_until_drained};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_key_keeps_its_order_under_random_latency_and_refusals() {
@@ -242,4 +242,56 @@ async fn a_bad_order_by_template_stops_the_relay_at_start_naming_the_option_and_
         ),
         "{output}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_hands_each_keys_messages_back_in_order_on_a_quorum_queue() {
+    const KEYS: usize = 3;
+    const PER_KEY: usize = 10;
+    // A quorum queue puts messages handed back one by one ahead of the
+    // rest in the order of the hand-backs: the relay must hand back in order.
+    let queue = Topology::declare_with_queue_arguments(serde_json::json!({ "x-queue-type": "quorum" })).await;
+    let messages = ordering::interleaved(KEYS, PER_KEY);
+    queue.publish(&messages).await;
+    // The first of each key stays under way until SIGTERM came.
+    let release = Release::default();
+    let target = TestTarget::answering({
+        let release = release.clone();
+        move |seen| {
+            let answer = Answer::status(200);
+            if ordering::key_and_seq(seen).1 == 0 {
+                answer.held_by(&release)
+            } else {
+                answer
+            }
+        }
+    })
+    .await;
+    let mut relay = Handler::relay(&queue, &target.url("/hook.php"), &["--order-by", TEMPLATE]);
+    relay.wait_for_output(" behind-keys=27 ", Duration::from_secs(30)).await;
+    relay.terminate();
+    relay
+        .wait_for_output("stopping: no new deliveries", Duration::from_secs(30))
+        .await;
+    release.open();
+    let status = relay.wait_for_exit(Duration::from_secs(60)).await;
+    assert!(status.success(), "{}", relay.output());
+
+    assert_eq!(target.accepted_count(), KEYS, "the first of each key was delivered");
+    let back = queue.take_all().await;
+    assert_eq!(back.len(), KEYS * (PER_KEY - 1), "the rest was handed back");
+    let mut seqs: std::collections::HashMap<String, Vec<usize>> = std::collections::HashMap::new();
+    for message in &back {
+        let body = String::from_utf8_lossy(&message.body).into_owned();
+        let field = |name: &str| {
+            body.split('&')
+                .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
+                .unwrap()
+                .to_owned()
+        };
+        seqs.entry(field("id")).or_default().push(field("seq").parse().unwrap());
+    }
+    for (key, order) in seqs {
+        assert_eq!(order, (1..PER_KEY).collect::<Vec<_>>(), "{key} came back out of order");
+    }
 }
