@@ -184,6 +184,12 @@ pub struct SetupArgs {
     /// instead of answering 5xx for the sender to retry.
     #[arg(long)]
     pub alternate_exchange: bool,
+    /// Let one consumer at a time take the queue's messages
+    /// (x-single-active-consumer): a second `handler relay` stands by and takes
+    /// over, in order, when the first dies. Only for a new queue: RabbitMQ
+    /// cannot add it to an existing one (docs/relay.md says how to move over).
+    #[arg(long)]
+    pub single_active_consumer: bool,
 }
 
 /// A binding key: what AMQP can carry (1 to 255 bytes).

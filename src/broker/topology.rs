@@ -24,6 +24,15 @@ const MILLIS_PER_DAY: u64 = 24 * 60 * 60 * 1000;
 /// messages on both.
 pub const QUORUM_DELIVERY_LIMIT: i64 = 2_147_483_647;
 
+/// The queue argument that lets one consumer at a time take messages, the
+/// others standing by until it goes: a standby relay.
+pub const SINGLE_ACTIVE_CONSUMER: &str = "x-single-active-consumer";
+
+/// Whether a queue's arguments ask for a single active consumer.
+pub fn has_single_active_consumer(arguments: &Map<String, Value>) -> bool {
+    arguments.get(SINGLE_ACTIVE_CONSUMER).and_then(Value::as_bool) == Some(true)
+}
+
 /// The dead-letter exchange and queue of `queue`: both `<queue>.dead-letter`.
 pub fn dead_letter_name(queue: &str) -> String {
     format!("{queue}.dead-letter")
@@ -69,6 +78,9 @@ pub struct QueueOptions {
     pub quorum: bool,
     /// Expired or rejected messages go to `<queue>.dead-letter`.
     pub dead_letter: bool,
+    /// One consumer at a time gets messages; others stand by
+    /// (`x-single-active-consumer`).
+    pub single_active_consumer: bool,
 }
 
 impl Default for QueueOptions {
@@ -78,6 +90,7 @@ impl Default for QueueOptions {
             ttl_days: DEFAULT_TTL_DAYS,
             quorum: false,
             dead_letter: false,
+            single_active_consumer: false,
         }
     }
 }
@@ -177,6 +190,9 @@ pub fn plan(exchange: &str, routing: &Routing, options: &QueueOptions) -> Vec<De
         }
         declarations.extend(fanout_pair(unrouted, &type_only));
     }
+    if options.single_active_consumer {
+        arguments.insert(SINGLE_ACTIVE_CONSUMER.to_owned(), json!(true));
+    }
     if options.ttl_days > 0 {
         arguments.insert(
             "x-message-ttl".to_owned(),
@@ -239,6 +255,9 @@ pub fn describe_queue(kind: Option<&str>, arguments: &Map<String, Value>) -> Str
     }
     if let Some(exchange) = arguments.get("x-dead-letter-exchange").and_then(Value::as_str) {
         words.push(format!("dead letters to {exchange:?}"));
+    }
+    if has_single_active_consumer(arguments) {
+        words.push("single active consumer".to_owned());
     }
     words.join(", ")
 }
@@ -476,5 +495,26 @@ mod tests {
             queue(&plan("x", &Routing::direct("k"), &options), DEFAULT_QUEUE).arguments["x-message-ttl"],
             315_360_000_000_u64
         );
+    }
+
+    #[test]
+    fn single_active_consumer_is_a_queue_argument_and_described() {
+        let options = QueueOptions {
+            single_active_consumer: true,
+            ..QueueOptions::default()
+        };
+        let queue = queue(&plan("x", &Routing::direct("k"), &options), DEFAULT_QUEUE);
+        assert_eq!(queue.arguments[SINGLE_ACTIVE_CONSUMER], true);
+        assert!(has_single_active_consumer(&queue.arguments));
+        assert_eq!(
+            describe_queue(None, &queue.arguments),
+            "classic, message TTL 7 days, single active consumer"
+        );
+        let plain = queue_arguments_of_default();
+        assert!(!has_single_active_consumer(&plain));
+    }
+
+    fn queue_arguments_of_default() -> Map<String, Value> {
+        queue(&plan("x", &Routing::direct("k"), &QueueOptions::default()), DEFAULT_QUEUE).arguments
     }
 }

@@ -23,7 +23,7 @@ pub enum SetupError {
     Management(#[from] ManagementError),
     /// The queue exists with other arguments, which RabbitMQ cannot change.
     #[error(
-        "queue {queue:?} already exists with different settings ({reason}). RabbitMQ cannot change a queue's arguments: run setup with the options it was made with (--ttl-days, --quorum, --no-dead-letter), pick another queue with --queue NAME, or delete the queue (its messages are lost) and run setup again"
+        "queue {queue:?} already exists with different settings ({reason}). RabbitMQ cannot change a queue's arguments: run setup with the options it was made with (--ttl-days, --quorum, --no-dead-letter, --single-active-consumer), pick another queue with --queue NAME, or delete the queue (its messages are lost) and run setup again"
     )]
     QueueDiffers {
         /// The queue.
@@ -72,6 +72,7 @@ pub async fn run(args: SetupArgs) -> Result<(), SetupError> {
         quorum: args.quorum,
         // What scripts/run-local declares: the dead-letter pair unless left out.
         dead_letter: !args.no_dead_letter,
+        single_active_consumer: args.single_active_consumer,
     };
     setup(&settings.broker, settings.limits.attempt_timeout, &routing, &options).await
 }

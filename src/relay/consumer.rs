@@ -31,7 +31,9 @@ use tracing::{error, info, warn};
 use super::RelayError;
 use super::dead_letter::{DeadLetters, is_not_found};
 use super::options::RelayOptions;
-use super::worker::{self, Shared};
+use super::order::{self, Order};
+use super::standby;
+use super::worker::Shared;
 use crate::broker;
 use crate::broker::amqp::reconnect_delays;
 use crate::broker::topology::dead_letter_name;
@@ -50,6 +52,7 @@ pub async fn consume(options: &RelayOptions, shared: Arc<Shared>, stop: Cancella
         "consuming from queue {:?} at {} (prefetch {})",
         options.queue, options.amqp_url, options.prefetch
     );
+    standby::look(options, session.other_consumers).await;
     loop {
         let lost = match session.run(options, &shared, &stop).await {
             Ended::Stopped => return Ok(()),
@@ -90,6 +93,11 @@ struct Session {
     channel: Channel,
     consumer: Option<Consumer>,
     dead_letters: Arc<DeadLetters>,
+    /// Per-key order and coalescing: afresh with each connection, since a
+    /// lost one returns every held message to the queue.
+    order: Order,
+    /// Consumers the queue had before this one.
+    other_consumers: u32,
 }
 
 impl Session {
@@ -121,16 +129,20 @@ impl Session {
                 }
             })?;
         shared.metrics.set_queue_depth(queue.message_count());
+        let other_consumers = queue.consumer_count();
         check_dead_letter_exchange(&connection, &options.queue).await;
         // Always consume at first: even with the circuit open (a reconnect
         // during an outage), a probe needs a message to probe with.
         let consumer = Some(start_consuming(&channel, &options.queue).await.map_err(amqp)?);
         let dead_letters = Arc::new(DeadLetters::new(url.clone(), &options.queue));
+        let order = Order::new(options.order_by.clone(), options.coalesce, shared.metrics.clone());
         Ok(Self {
             connection,
             channel,
             consumer,
             dead_letters,
+            order,
+            other_consumers,
         })
     }
 
@@ -182,14 +194,18 @@ impl Session {
         Ok(())
     }
 
+    /// Gives the delivery its place in the order (here, in the order of
+    /// arrival), then a task of its own.
     fn spawn(
         &self,
-        delivery: lapin::message::Delivery,
+        mut delivery: lapin::message::Delivery,
         shared: &Arc<Shared>,
         stop: &CancellationToken,
         tasks: &mut JoinSet<()>,
     ) {
-        tasks.spawn(worker::relay(
+        let place = self.order.arrive(&mut delivery);
+        tasks.spawn(order::relay(
+            place,
             delivery,
             shared.clone(),
             self.dead_letters.clone(),
@@ -251,6 +267,7 @@ impl Session {
         match ended {
             Ended::Lost(_) => {
                 // Their acks cannot arrive any more; the broker requeued their messages.
+                self.order.close();
                 tasks.shutdown().await;
             }
             Ended::Stopped => self.drain(tasks, options.shutdown_grace).await,
@@ -280,6 +297,7 @@ impl Session {
                 "{} delivery(ies) did not finish within {grace:?}; closing the connection returns them to the queue",
                 tasks.len()
             );
+            self.order.close();
             tasks.shutdown().await;
         } else {
             info!("every held message was acknowledged or returned to the queue");

@@ -29,6 +29,8 @@ pub enum Count {
     DeadLettered,
     /// See [`Snapshot::returned`].
     Returned,
+    /// See [`Snapshot::coalesced`].
+    Coalesced,
 }
 
 /// How a request to the target ended, as the `outcome` label says it.
@@ -113,8 +115,12 @@ pub struct Snapshot {
     pub dead_lettered: u64,
     /// Messages handed back to the queue undelivered (shutdown).
     pub returned: u64,
+    /// Older copies acknowledged because a newer identical copy is held (`--coalesce`).
+    pub coalesced: u64,
     /// Messages this relay holds unacknowledged now: in flight or waiting.
     pub held: u64,
+    /// Held messages waiting behind earlier messages of their keys (`--order-by`).
+    pub behind_keys: u64,
     /// Ready messages in the queue at the last look, if looked yet.
     pub queue_depth: Option<u64>,
     /// The circuit's state.
@@ -131,7 +137,9 @@ impl Default for Snapshot {
             retried: 0,
             dead_lettered: 0,
             returned: 0,
+            coalesced: 0,
             held: 0,
+            behind_keys: 0,
             queue_depth: None,
             circuit: CircuitState::closed,
             undead_letterable: 0,
@@ -147,11 +155,13 @@ pub struct Metrics {
     retried: Counter,
     dead_lettered: Counter,
     returned: Counter,
+    coalesced: Counter,
     requests: Family<OutcomeLabel, Counter>,
     /// The family's counters, fetched once: no lookup per request.
     by_outcome: [Counter; 4],
     latency: Histogram,
     held: Gauge,
+    behind_keys: Gauge,
     in_flight: Gauge,
     queue_depth: Gauge<i64, AtomicI64>,
     circuit: Family<StateLabel, Gauge>,
@@ -176,11 +186,13 @@ impl Metrics {
             retried: Counter::default(),
             dead_lettered: Counter::default(),
             returned: Counter::default(),
+            coalesced: Counter::default(),
             requests,
             by_outcome,
             // 5 ms to about 82 s: a fast local endpoint to one at --timeout's default and past it.
             latency: Histogram::new(exponential_buckets(0.005, 2.0, 15)),
             held: Gauge::default(),
+            behind_keys: Gauge::default(),
             in_flight: Gauge::default(),
             queue_depth: Gauge::default(),
             circuit: Family::default(),
@@ -215,6 +227,11 @@ impl Metrics {
             self.returned.clone(),
         );
         r.register(
+            "coalesced",
+            "Older copies acknowledged undelivered because a newer identical copy is held (--coalesce)",
+            self.coalesced.clone(),
+        );
+        r.register(
             "requests",
             "Requests to the target, by what their outcome says",
             self.requests.clone(),
@@ -228,6 +245,11 @@ impl Metrics {
             "held",
             "Messages held unacknowledged: in flight, backing off or waiting for the circuit",
             self.held.clone(),
+        );
+        r.register(
+            "waiting_behind_keys",
+            "Held messages waiting behind earlier messages of their ordering keys (--order-by)",
+            self.behind_keys.clone(),
         );
         r.register("in_flight", "Requests to the target under way", self.in_flight.clone());
         r.register(
@@ -260,6 +282,7 @@ impl Metrics {
             Count::Retried => &self.retried,
             Count::DeadLettered => &self.dead_lettered,
             Count::Returned => &self.returned,
+            Count::Coalesced => &self.coalesced,
         };
         counter.inc();
     }
@@ -283,6 +306,11 @@ impl Metrics {
     /// Counts a message as kept for want of a dead-letter exchange until the guard drops.
     pub fn undead_letterable(&self) -> Tally<'_> {
         Tally::new(&self.undead_letterable)
+    }
+
+    /// Records how many held messages wait behind their keys now.
+    pub fn set_waiting_behind_keys(&self, waiting: usize) {
+        self.behind_keys.set(i64::try_from(waiting).unwrap_or(i64::MAX));
     }
 
     /// Records the queue depth just read from the broker.
@@ -316,7 +344,9 @@ impl Metrics {
             retried: self.retried.get(),
             dead_lettered: self.dead_lettered.get(),
             returned: self.returned.get(),
+            coalesced: self.coalesced.get(),
             held: u64::try_from(self.held.get()).unwrap_or(0),
+            behind_keys: u64::try_from(self.behind_keys.get()).unwrap_or(0),
             queue_depth: u64::try_from(self.queue_depth.get()).ok(),
             circuit: self.circuit_state(),
             undead_letterable: u64::try_from(self.undead_letterable.get()).unwrap_or(0),
@@ -397,6 +427,10 @@ mod tests {
             "relay_queue_depth 7",
             "# TYPE relay_in_flight gauge",
             "relay_undead_letterable 0",
+            "# TYPE relay_coalesced_total counter",
+            "relay_coalesced_total 0",
+            "# TYPE relay_waiting_behind_keys gauge",
+            "relay_waiting_behind_keys 0",
         ] {
             assert!(text.lines().any(|l| l == line), "no {line:?} in:\n{text}");
         }

@@ -2,20 +2,24 @@
 //! the user's existing HTTP endpoint, at the pace it can take, losing nothing.
 //!
 //! A message flows: [`consumer`] (AMQP over [`connection`], reconnects) ->
-//! [`worker`] (one task per message) -> [`gate`] (the [`circuit`]: is the
-//! target up?) and [`rate`] -> [`target`] (HTTP, the request rebuilt from
+//! [`order`] (waits behind earlier messages of its keys; [`coalesce`]
+//! collapses identical copies) -> [`worker`] (one task per message) ->
+//! [`gate`] (the [`circuit`]: is the target up?) and [`rate`] ->
+//! [`target`] (HTTP, the request rebuilt from
 //! [`crate::broker::message`], signed by [`signing`], with the
 //! [`endpoint_headers`]) -> ack. When the target is down the circuit
 //! pauses everything; a message the target refuses while it takes the
 //! others is tried again ([`retry`]) and finally set aside
 //! ([`dead_letter`], which also lists and replays them). [`attempts`]
-//! recognises repeats after a lost connection; [`metrics`] counts,
+//! recognises repeats after a lost connection; [`standby`] warns when
+//! another consumer would break the order; [`metrics`] counts,
 //! [`progress`] prints and [`metrics_server`] serves what happened;
 //! [`options`] say what to do. The message format and the AMQP URL are the
 //! forwarder's own ([`crate::broker`]).
 
 pub mod attempts;
 pub mod circuit;
+pub mod coalesce;
 pub mod connection;
 pub mod consumer;
 pub mod dead_letter;
@@ -24,10 +28,12 @@ pub mod gate;
 pub mod metrics;
 pub mod metrics_server;
 pub mod options;
+pub mod order;
 pub mod progress;
 pub mod rate;
 pub mod retry;
 pub mod signing;
+pub mod standby;
 pub mod target;
 pub mod worker;
 

@@ -9,12 +9,21 @@ use std::time::Duration;
 use url::Url;
 
 use super::endpoint_headers::{self, EndpointHeaders};
+use super::order::OrderBy;
 use super::retry::RetryPolicy;
 use super::signing::{self, Signer};
 use crate::broker::AmqpUrl;
+use crate::broker::http::PublishEndpoint;
 use crate::broker::topology::{DEFAULT_QUEUE, dead_letter_name};
 use crate::settings::{self, SettingsError, broker::AMQP_URL_HINT};
+use crate::template::TemplateError;
 use crate::urls::{self, Echo};
+
+/// The default prefetch per unit of `--concurrency`: unordered, and with
+/// `--order-by` (where messages waiting behind busy keys take prefetch slots
+/// too; docs/relay.md).
+const PREFETCH_PER_SLOT: u16 = 4;
+const ORDERED_PREFETCH_PER_SLOT: u16 = 16;
 
 /// AMQP short strings hold 255 bytes, and the dead-letter exchange's name
 /// adds `.dead-letter` to the queue's.
@@ -42,9 +51,25 @@ pub struct RelayArgs {
     /// Most messages held unacknowledged at once (the AMQP prefetch): in
     /// flight, waiting to be retried, or paused with the circuit; at least
     /// --concurrency. Messages backing off use it up: when it is full of
-    /// them, nothing new comes in until one is settled. [default: 4 x --concurrency]
+    /// them, nothing new comes in until one is settled. [default: 4 x
+    /// --concurrency; 16 x with --order-by]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub prefetch: Option<u16>,
+    /// Keep the order of the webhooks that share a key: a message is sent only
+    /// when every earlier one with one of its keys was delivered or
+    /// dead-lettered. TEMPLATE renders the key from the webhook: {query.NAME},
+    /// {form.NAME}, {json.PATH}, {header.Content-Type}, {SOURCE.NAME|DEFAULT};
+    /// a template with a missing field gives no key. Repeatable: each gives
+    /// one key. For e-conomic: --order-by '{query.type}:{form.old}' --order-by
+    /// '{query.type}:{form.new}'.
+    #[arg(long = "order-by", value_name = "TEMPLATE")]
+    pub order_by: Vec<String>,
+    /// Acknowledge a held message undelivered when an identical one (same
+    /// method, query, content type and body) arrives before its delivery
+    /// began; the newer copy keeps its own place. For notifications whose
+    /// receiver fetches the current state, like e-conomic's.
+    #[arg(long)]
+    pub coalesce: bool,
     /// Most requests per second sent to the target, retries included (a
     /// decimal, e.g. 0.5 or 200); unlimited when absent.
     #[arg(long, value_name = "PER_SECOND", value_parser = parse_rate)]
@@ -104,6 +129,9 @@ impl Rate {
 pub struct RelayOptions {
     /// Where to consume from.
     pub amqp_url: AmqpUrl,
+    /// The management API beside it (`AmqpManagementUrl` moves it), for
+    /// what AMQP cannot tell: whether the queue has a single active consumer.
+    pub management: PublishEndpoint,
     /// Where to deliver to.
     pub target: Url,
     /// The queue to drain.
@@ -112,6 +140,10 @@ pub struct RelayOptions {
     pub concurrency: u16,
     /// Most messages held: the AMQP prefetch.
     pub prefetch: u16,
+    /// The ordering keys' templates; empty when unordered.
+    pub order_by: OrderBy,
+    /// Whether identical held copies are coalesced.
+    pub coalesce: bool,
     /// Most request starts per second; `None` is unlimited.
     pub rate: Option<Rate>,
     /// When to retry, when to give up.
@@ -154,6 +186,9 @@ pub enum OptionsError {
          instead (`handler auth-header` prints that base64)"
     )]
     CredentialsInTarget,
+    /// An `--order-by` template does not parse.
+    #[error(transparent)]
+    OrderBy(#[from] TemplateError),
     /// `--max-retry-delay` is below `--retry-delay`.
     #[error("--max-retry-delay ({max:?}) is shorter than --retry-delay ({first:?})")]
     RetryDelays {
@@ -173,7 +208,14 @@ impl RelayOptions {
         }
         let signer = signing::signer(&lookup).map_err(OptionsError::Setting)?;
         let headers = endpoint_headers::endpoint_headers(&lookup).map_err(OptionsError::Setting)?;
-        let prefetch = args.prefetch.unwrap_or(args.concurrency.saturating_mul(4));
+        let management = settings::broker::derived_endpoint(&|name| lookup(name), &amqp_url)?;
+        let order_by = OrderBy::parse(&args.order_by)?;
+        let per_slot = if order_by.is_empty() {
+            PREFETCH_PER_SLOT
+        } else {
+            ORDERED_PREFETCH_PER_SLOT
+        };
+        let prefetch = args.prefetch.unwrap_or(args.concurrency.saturating_mul(per_slot));
         if prefetch < args.concurrency {
             return Err(OptionsError::Prefetch {
                 prefetch,
@@ -188,10 +230,13 @@ impl RelayOptions {
         }
         Ok(Self {
             amqp_url,
+            management,
             target: args.to,
             queue: args.queue,
             concurrency: args.concurrency,
             prefetch,
+            order_by,
+            coalesce: args.coalesce,
             rate: args.rate,
             retry: RetryPolicy {
                 max_attempts: args.max_attempts,
@@ -424,6 +469,41 @@ mod tests {
         );
         let most = ["--to", "http://x/", "--concurrency", "65535"];
         assert_eq!(RelayOptions::new(args(&most).unwrap(), local).unwrap().prefetch, 65535);
+    }
+
+    #[test]
+    fn order_by_is_repeatable_and_raises_the_default_prefetch() {
+        let line = [
+            "--to",
+            "http://x/",
+            "--order-by",
+            "{query.type}:{form.old}",
+            "--order-by",
+            "{query.type}:{form.new}",
+            "--coalesce",
+        ];
+        let options = RelayOptions::new(args(&line).unwrap(), local).unwrap();
+        assert_eq!(
+            options.order_by.templates().collect::<Vec<_>>(),
+            ["{query.type}:{form.old}", "{query.type}:{form.new}"]
+        );
+        assert!(options.coalesce);
+        assert_eq!(options.prefetch, 64);
+        let given = [&line[..4], &["--prefetch", "10"]].concat();
+        assert_eq!(RelayOptions::new(args(&given).unwrap(), local).unwrap().prefetch, 10);
+        let plain = RelayOptions::new(args(&["--to", "http://x/"]).unwrap(), local).unwrap();
+        assert!(plain.order_by.is_empty());
+        assert!(!plain.coalesce);
+    }
+
+    #[test]
+    fn a_bad_order_by_template_names_the_option_the_column_and_the_fault() {
+        let line = ["--to", "http://x/", "--order-by", "{query.type}:{body.old}"];
+        let err = RelayOptions::new(args(&line).unwrap(), local).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "--order-by \"{query.type}:{body.old}\": at column 15: unknown source \"body\": use query, form, json or header"
+        );
     }
 
     #[test]

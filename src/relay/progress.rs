@@ -1,6 +1,7 @@
 //! Progress on stdout: a line every `--progress-interval` and one at exit,
-//! with delivered, retried and dead-lettered counts, the delivery rate, the
-//! queue depth and the circuit's state, read from [`super::metrics`].
+//! with delivered, retried, dead-lettered and coalesced counts, the delivery
+//! rate, the held messages (and those behind their keys), the queue depth
+//! and the circuit's state, read from [`super::metrics`].
 //!
 //! These lines are the relay's product output, not diagnostics, so they are
 //! printed directly: `RUST_LOG=warn` quiets the logs, not the progress.
@@ -27,11 +28,13 @@ pub fn line(label: &str, now: &Snapshot, before: &Snapshot, elapsed: Duration) -
     };
     let depth = now.queue_depth.map_or_else(|| "?".to_owned(), |d| d.to_string());
     let mut line = format!(
-        "{label}: delivered={} retried={} dead-lettered={} returned={} rate={rate:.1}/s held={} queue-depth={depth} circuit={}",
+        "{label}: delivered={} retried={} dead-lettered={} returned={} coalesced={} behind-keys={} rate={rate:.1}/s held={} queue-depth={depth} circuit={}",
         now.delivered,
         now.retried,
         now.dead_lettered,
         now.returned,
+        now.coalesced,
+        now.behind_keys,
         now.held,
         now.circuit.as_str()
     );
@@ -74,13 +77,16 @@ mod tests {
         metrics.add(Count::Retried);
         metrics.add(Count::DeadLettered);
         metrics.add(Count::Returned);
+        metrics.add(Count::Coalesced);
+        metrics.add(Count::Coalesced);
+        metrics.set_waiting_behind_keys(3);
         metrics.set_queue_depth(970);
         metrics.set_circuit(CircuitState::open);
         let _held = metrics.hold();
         let line = line("progress", &metrics.snapshot(), &before, Duration::from_secs(2));
         assert_eq!(
             line,
-            "progress: delivered=30 retried=1 dead-lettered=1 returned=1 rate=15.0/s held=1 queue-depth=970 circuit=open"
+            "progress: delivered=30 retried=1 dead-lettered=1 returned=1 coalesced=2 behind-keys=3 rate=15.0/s held=1 queue-depth=970 circuit=open"
         );
     }
 

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
+use lapin::Acker;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
 use tokio_util::sync::CancellationToken;
@@ -22,6 +23,7 @@ use tracing::{debug, error, info, warn};
 
 use super::attempts::{self, AttemptLog, Record, Settled};
 use super::circuit::{Outcome, Verdict};
+use super::coalesce::Claim;
 use super::dead_letter::headers::replays;
 use super::dead_letter::{DeadLetters, Reason};
 use super::gate::{Change, Gate, Suspect};
@@ -79,6 +81,9 @@ struct Message<'a> {
     suspect: Option<Suspect<'a>>,
     /// Held while it is out of attempts but cannot be dead-lettered.
     kept: Option<Tally<'a>>,
+    /// Begun before anything sends or settles it: a newer copy may have
+    /// coalesced it first ([`super::coalesce`]).
+    claim: Claim,
 }
 
 impl Message<'_> {
@@ -95,6 +100,8 @@ impl Message<'_> {
 enum Exhausted {
     /// Moved and acknowledged.
     Moved,
+    /// A newer copy coalesced it first: left alone.
+    Coalesced,
     /// Shutdown came while waiting; handed back.
     HandedBack,
     /// The dead-letter exchange is missing: kept, to be tried at the target again.
@@ -104,12 +111,14 @@ enum Exhausted {
 /// Relays one delivery to its end: acknowledged, dead-lettered, or handed
 /// back when `stopping` fires. Never returns with the message unaccounted:
 /// anything not acked or nacked here is returned by the broker when the
-/// channel closes.
+/// channel closes, or was coalesced (`claim`) and is acknowledged by the
+/// order stage.
 pub async fn relay(
     mut delivery: Delivery,
     shared: Arc<Shared>,
     dead_letters: Arc<DeadLetters>,
     stopping: CancellationToken,
+    claim: Claim,
 ) {
     let _held = Holding {
         gate: &shared.gate,
@@ -120,6 +129,9 @@ pub async fn relay(
     let body = Bytes::from(std::mem::take(&mut delivery.data));
     let record = shared.attempts.recall(key.as_deref());
     if let Some(settled) = record.settled {
+        if !claim.begin() {
+            return;
+        }
         return acknowledge_repeat(&delivery, settled, original.message_id.as_deref()).await;
     }
     let mut message = Message {
@@ -132,12 +144,13 @@ pub async fn relay(
         record,
         previous: None,
         kept: None,
+        claim,
     };
     let mut target_first = false;
     loop {
         if message.record.attempts >= shared.retry.max_attempts && !target_first {
             match dead_letter(&mut message, &shared, &dead_letters, &stopping).await {
-                Exhausted::Moved | Exhausted::HandedBack => return,
+                Exhausted::Moved | Exhausted::HandedBack | Exhausted::Coalesced => return,
                 // Tried at the target again, then dead-lettered again if it still fails.
                 Exhausted::Kept => target_first = true,
             }
@@ -154,6 +167,9 @@ pub async fn relay(
                 pass
             } => pass,
         };
+        if !message.claim.begin() {
+            return;
+        }
         let probe = pass.is_probe();
         message.record.requests += 1;
         message.note(&shared.attempts);
@@ -177,7 +193,8 @@ pub async fn relay(
             if probe {
                 info!(message_id = message.id(), "the probe was delivered");
             }
-            return acknowledge(&delivery, message.id(), "delivered").await;
+            acknowledge(&delivery.acker, message.id(), "delivered").await;
+            return;
         };
         message.record.last_failure = Some(failure.to_string());
         message.record.last_status = failure.status().map(|s| s.as_u16());
@@ -263,9 +280,10 @@ fn log_change(change: Option<Change>, id: Option<&str>, failure: Option<&Failure
 /// Acknowledges a message that is settled (`what` happened to it). Its
 /// record is noted first: if the ack is lost with the connection, the repeat
 /// is recognised and acknowledged without another request.
-async fn acknowledge(delivery: &Delivery, id: Option<&str>, what: &str) {
-    match delivery.acker.ack(BasicAckOptions::default()).await {
-        Ok(true) => {}
+/// Says whether the ack went out (the order stage counts coalesced copies by it).
+pub(super) async fn acknowledge(acker: &Acker, id: Option<&str>, what: &str) -> bool {
+    match acker.ack(BasicAckOptions::default()).await {
+        Ok(true) => return true,
         Ok(false) => warn!(
             message_id = id,
             "{what}, but the channel closed before the ack; the broker will deliver it again"
@@ -275,6 +293,7 @@ async fn acknowledge(delivery: &Delivery, id: Option<&str>, what: &str) {
             "{what}, but the ack failed ({e}); the broker will deliver it again"
         ),
     }
+    false
 }
 
 /// A message this relay already settled came back because its ack was lost:
@@ -288,7 +307,7 @@ async fn acknowledge_repeat(delivery: &Delivery, settled: Settled, id: Option<&s
         message_id = id,
         "a repeat of a message {what} before the connection dropped; acknowledging it"
     );
-    acknowledge(delivery, id, what).await;
+    acknowledge(&delivery.acker, id, what).await;
 }
 
 /// Moves a message out of attempts to the dead-letter queue. If that cannot
@@ -300,6 +319,9 @@ async fn dead_letter<'a>(
     dead_letters: &DeadLetters,
     stopping: &CancellationToken,
 ) -> Exhausted {
+    if !message.claim.begin() {
+        return Exhausted::Coalesced;
+    }
     let failure = message
         .record
         .last_failure
@@ -352,12 +374,15 @@ async fn dead_letter<'a>(
         exchange = dead_letters.exchange(),
         "moved to the dead-letter queue: {failure}"
     );
-    acknowledge(delivery, message.id(), "dead-lettered").await;
+    acknowledge(&delivery.acker, message.id(), "dead-lettered").await;
     Exhausted::Moved
 }
 
 /// Returns the message to the queue, undelivered, for a later run.
 async fn give_back(message: &Message<'_>, metrics: &Metrics) {
+    if !message.claim.begin() {
+        return;
+    }
     let requeue = BasicNackOptions {
         requeue: true,
         multiple: false,

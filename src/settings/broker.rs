@@ -201,7 +201,11 @@ fn http_broker(
 
 /// The publish endpoint (and so the management API) of the broker `AmqpUrl`
 /// names, for the exchange `AmqpExchange`; `AmqpManagementUrl` moves the API.
-fn derived_endpoint(get: &dyn Fn(&str) -> Option<String>, amqp: &AmqpUrl) -> Result<PublishEndpoint, SettingsError> {
+/// The relay reads the management API through it too.
+pub fn derived_endpoint(
+    get: &dyn Fn(&str) -> Option<String>,
+    amqp: &AmqpUrl,
+) -> Result<PublishEndpoint, SettingsError> {
     let base = match get("AmqpManagementUrl") {
         Some(raw) => parse_management_url(&raw)?,
         None => amqp.management_base(),

@@ -346,3 +346,51 @@ async fn check_warns_about_a_quorum_queue_left_with_the_brokers_default_delivery
         run.output()
     );
 }
+
+#[tokio::test]
+async fn check_reports_whether_the_queue_has_a_single_active_consumer() {
+    let standby = Topology::names();
+    let run = run_to_end(
+        &["setup", "--queue", &standby.queue, "--single-active-consumer"],
+        &standby.settings(),
+        "",
+    )
+    .await;
+    assert!(run.status.success(), "{}", run.output());
+    assert!(
+        run.stdout.contains(&format!(
+            "created   queue \"{}\" (durable, classic, message TTL 7 days, single active consumer)",
+            standby.queue
+        )),
+        "{}",
+        run.output()
+    );
+    let (_, queue) = test_support::broker::api_get(&format!("queues/%2F/{}", standby.queue)).await;
+    assert_eq!(queue["arguments"]["x-single-active-consumer"], true);
+    let run = run_to_end(&["check", "--queue", &standby.queue], &standby.settings(), "").await;
+    assert!(run.status.success(), "{}", run.output());
+    assert_listed(
+        &run,
+        &format!(
+            "[ok]   queue \"{}\" is bound with routing key \"webhook\": durable, classic, message TTL 7 days, single active consumer",
+            standby.queue
+        ),
+    );
+    assert!(!run.stdout.contains("no single active consumer"), "{}", run.output());
+
+    let shared = Topology::names();
+    set_up(&shared).await;
+    let run = run_to_end(&["check", "--queue", &shared.queue], &shared.settings(), "").await;
+    assert!(
+        run.status.success(),
+        "warnings and notes do not fail the check:\n{}",
+        run.output()
+    );
+    assert_listed(
+        &run,
+        &format!(
+            "[ok]   queue \"{}\" has no single active consumer: relays on it share its messages",
+            shared.queue
+        ),
+    );
+}

@@ -6,15 +6,18 @@
 // Test code: a panic is a failed test.
 #![allow(clippy::unwrap_used)]
 
+mod coalescing;
 mod config;
 mod credentials;
 mod dead_letters;
 mod delivery;
 mod failures;
 mod metrics;
+mod ordering;
 mod outage;
 mod pace;
 mod poison;
 mod reconnect;
 mod shutdown;
 mod signing;
+mod standby;

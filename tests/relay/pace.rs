@@ -105,6 +105,7 @@ fn the_busiest_window_counts_arrivals_less_than_a_window_apart() {
         headers: warp::http::HeaderMap::new(),
         body: bytes::Bytes::new(),
         arrived: start + Duration::from_millis(ms),
+        answered: start + Duration::from_millis(ms),
         status: 200,
     };
     let seen: Vec<Seen> = [0, 100, 999, 1000, 1500, 1600, 1700].into_iter().map(at).collect();

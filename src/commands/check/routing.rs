@@ -4,14 +4,14 @@
 //! template once per webhook type (`--type`), rendered as for a webhook
 //! whose query is `type=NAME`, as the forwarder would render it.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use crate::broker::management::ManagementApi;
 use crate::broker::management::wire::{BindingInfo, ExchangeInfo};
 use crate::broker::message::WebhookParts;
 use crate::broker::routing::binding_matches;
 use crate::broker::routing_key::{self, RoutingKey};
-use crate::broker::topology::describe_queue;
+use crate::broker::topology::{describe_queue, has_single_active_consumer};
 
 use super::Checklist;
 
@@ -37,6 +37,8 @@ pub(super) struct Exchange<'a> {
     bindings: Vec<BindingInfo>,
     alternate: Option<Alternate>,
     queues: HashMap<String, Queue>,
+    /// Queues already said to have no single active consumer: once is enough.
+    shared_told: HashSet<String>,
 }
 
 /// The alternate exchange, when it exists.
@@ -51,7 +53,11 @@ struct Alternate {
 enum Queue {
     /// Keeps them: its description in words, and whether 4.x's default
     /// delivery limit applies to it.
-    Durable { description: String, default_limit: bool },
+    Durable {
+        description: String,
+        default_limit: bool,
+        single_active: bool,
+    },
     /// Not durable, or auto-delete, or exclusive.
     Lossy,
     /// Bound, but not there.
@@ -109,6 +115,7 @@ impl<'a> Exchange<'a> {
             bindings,
             alternate,
             queues: HashMap::new(),
+            shared_told: HashSet::new(),
         })
     }
 
@@ -191,11 +198,17 @@ impl<'a> Exchange<'a> {
                 Queue::Durable {
                     description,
                     default_limit,
+                    single_active,
                 } => {
                     list.pass(&format!("{how}: durable, {description}"));
                     if default_limit {
                         list.warn(&format!(
                             "queue {queue:?} is a quorum queue without a delivery limit of its own: RabbitMQ 4.x drops (or dead-letters) a message returned to it 20 times, as a relay stopped 20 times while it holds one would; set a policy with \"delivery-limit\": 2147483647 (queues `handler setup --quorum` declares have that argument; -1 would make RabbitMQ 3.x drop messages)"
+                        ));
+                    }
+                    if !single_active && self.shared_told.insert(queue.clone()) {
+                        list.pass(&format!(
+                            "queue {queue:?} has no single active consumer: relays on it share its messages, so a second `handler relay --order-by` breaks the order; for a standby relay declare a queue with `handler setup --single-active-consumer` (docs/relay.md)"
                         ));
                     }
                     durable.push(format!("{queue:?}"));
@@ -283,6 +296,7 @@ impl<'a> Exchange<'a> {
             Ok(Some(info)) if info.keeps_messages() => Queue::Durable {
                 description: describe_queue(info.kind.as_deref(), &info.arguments),
                 default_limit: info.has_default_delivery_limit(),
+                single_active: has_single_active_consumer(&info.arguments),
             },
             Ok(Some(_)) => Queue::Lossy,
             Ok(None) => Queue::Missing,

@@ -24,6 +24,8 @@ pub const QUEUE_HEADER: &str = "x-relay-queue";
 pub const DEAD_LETTERED_AT_HEADER: &str = "x-relay-dead-lettered-at";
 /// Header counting how often `handler dead-letter replay` put it back.
 pub const REPLAYS_HEADER: &str = "x-relay-replays";
+/// Header listing the message's ordering keys (`--order-by`), when it had any.
+pub const ORDER_KEYS_HEADER: &str = "x-relay-order-keys";
 /// The broker's own dead-lettering record.
 const X_DEATH: &str = "x-death";
 

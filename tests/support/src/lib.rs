@@ -15,6 +15,7 @@
 //! - [`stub`]: a fake publish endpoint, only for faults a real broker cannot
 //!   produce on demand;
 //! - [`target`]: a recording HTTP endpoint for the relay to deliver to;
+//! - [`ordering`]: webhooks with ordering keys, and checks of their order;
 //! - [`metrics`]: a relay's `/metrics`, scraped and parsed as Prometheus would;
 //! - [`docs`]: the docs' command examples, run on a vhost of their own and
 //!   compared with what the pages show.
@@ -27,6 +28,7 @@ pub mod docs;
 pub mod host;
 pub mod metrics;
 pub mod network;
+pub mod ordering;
 pub mod process;
 pub mod stub;
 pub mod target;

@@ -13,7 +13,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 
 use crate::AppSettings;
-use crate::broker::{Topology, amqp_url};
+use crate::broker::{Topology, amqp_url, management_port, management_url};
 use crate::host::HostClient;
 
 /// The `handler` binary cargo built beside the running test or benchmark
@@ -64,7 +64,12 @@ impl Handler {
             "1s",
         ];
         args.extend_from_slice(extra);
-        Self::spawn(&args, &settings.with("AmqpUrl", amqp_url()), "info")
+        let mut settings = settings.with("AmqpUrl", amqp_url());
+        if management_port() != 15672 {
+            // The relay reads the management API beside AmqpUrl's broker.
+            settings = settings.with("AmqpManagementUrl", management_url());
+        }
+        Self::spawn(&args, &settings, "info")
     }
 
     /// Like [`Handler::spawn`], for another copy of the binary (the package test's).

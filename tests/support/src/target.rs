@@ -1,6 +1,8 @@
 //! A local HTTP target for the relay: records every request (method, path and
-//! query, headers, body, arrival time) and answers as the test tells it, after
-//! an optional delay, so failures, slowness and concurrency can be observed.
+//! query, headers, body, arrival and answer time) and answers as the test
+//! tells it, after an optional delay or once released, so failures, slowness
+//! and concurrency can be observed. [`TestTarget::flaky`] answers like a real
+//! endpoint under load: random latency, and some first attempts refused.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -30,6 +32,8 @@ pub struct Seen {
     pub body: Bytes,
     /// When it arrived.
     pub arrived: Instant,
+    /// When the answer was about to leave (the relay reads it after that).
+    pub answered: Instant,
     /// What the target answered (known once answered).
     pub status: u16,
 }
@@ -66,6 +70,30 @@ pub struct Answer {
     pub status: u16,
     /// Headers to send, e.g. `Retry-After`.
     pub headers: Vec<(&'static str, String)>,
+    /// Answer only once this is released (after the delay).
+    pub release: Option<Release>,
+}
+
+/// Holds answers back until the test releases them.
+#[derive(Debug, Clone)]
+pub struct Release(tokio::sync::watch::Sender<bool>);
+
+impl Default for Release {
+    fn default() -> Self {
+        Self(tokio::sync::watch::Sender::new(false))
+    }
+}
+
+impl Release {
+    /// Lets every answer held by this (and every later one) go.
+    pub fn open(&self) {
+        self.0.send_replace(true);
+    }
+
+    async fn wait(&self) {
+        let mut open = self.0.subscribe();
+        let _ = open.wait_for(|open| *open).await;
+    }
 }
 
 impl Answer {
@@ -75,6 +103,12 @@ impl Answer {
             status,
             ..Self::default()
         }
+    }
+
+    /// Held until `release` is opened.
+    pub fn held_by(mut self, release: &Release) -> Self {
+        self.release = Some(release.clone());
+        self
     }
 
     /// These headers too.
@@ -120,7 +154,40 @@ impl TestTarget {
             Answer {
                 delay,
                 status,
-                headers: Vec::new(),
+                ..Answer::default()
+            }
+        })
+        .await
+    }
+
+    /// A target like a real one under load: each answer after a random
+    /// delay up to `max_delay`; a message's first request refused with
+    /// `status` in about one case in `refuse_one_in` (0: never), later ones
+    /// accepted.
+    pub async fn flaky(max_delay: Duration, refuse_one_in: u32, status: u16) -> Self {
+        let max_ms = u64::try_from(max_delay.as_millis()).unwrap_or(u64::MAX);
+        Self::answering(move |seen| {
+            let delay = Duration::from_millis(fastrand::u64(0..=max_ms));
+            let refused = refuse_one_in > 0 && seen.attempt() == 1 && fastrand::u32(0..refuse_one_in) == 0;
+            Answer {
+                delay,
+                status: if refused { status } else { 200 },
+                ..Answer::default()
+            }
+        })
+        .await
+    }
+
+    /// A target answering 200 at once, except to message `message_id`,
+    /// whose answer waits until `release` is opened.
+    pub async fn holding_back(message_id: &str, release: &Release) -> Self {
+        let (message_id, release) = (message_id.to_owned(), release.clone());
+        Self::answering(move |seen| {
+            let answer = Answer::status(200);
+            if seen.message_id() == message_id {
+                answer.held_by(&release)
+            } else {
+                answer
             }
         })
         .await
@@ -163,16 +230,22 @@ impl TestTarget {
                         } else {
                             format!("{}?{query}", path.as_str())
                         };
+                        let now = Instant::now();
                         let mut seen = Seen {
                             method,
                             path_and_query,
                             headers,
                             body,
-                            arrived: Instant::now(),
+                            arrived: now,
+                            answered: now,
                             status: 0,
                         };
                         let answer = (state.behaviour)(&seen);
                         tokio::time::sleep(answer.delay).await;
+                        if let Some(release) = &answer.release {
+                            release.wait().await;
+                        }
+                        seen.answered = Instant::now();
                         let status = if answer.status == 0 { 200 } else { answer.status };
                         seen.status = status;
                         state.seen.lock().expect("seen lock").push(seen);
