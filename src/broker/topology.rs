@@ -515,6 +515,10 @@ mod tests {
     }
 
     fn queue_arguments_of_default() -> Map<String, Value> {
-        queue(&plan("x", &Routing::direct("k"), &QueueOptions::default()), DEFAULT_QUEUE).arguments
+        queue(
+            &plan("x", &Routing::direct("k"), &QueueOptions::default()),
+            DEFAULT_QUEUE,
+        )
+        .arguments
     }
 }
