@@ -59,6 +59,10 @@ struct Options {
     /// Requests of each overload run.
     #[arg(long, default_value_t = 20_000)]
     overload_requests: usize,
+    /// Declare each burst's queue as a quorum queue instead of a classic one
+    /// (scripts/bench-cluster passes it for its runs on the cluster).
+    #[arg(long)]
+    quorum: bool,
     /// Ignored: cargo bench passes it.
     #[arg(long, hide = true)]
     bench: bool,
@@ -162,13 +166,14 @@ async fn bench(options: Options) {
         })
         .collect();
     println!(
-        "command: scripts/bench --requests {} --concurrency {} --runs {} --phases {} --overload-connections {} --overload-requests {}",
+        "command: scripts/bench --requests {} --concurrency {} --runs {} --phases {} --overload-connections {} --overload-requests {}{}",
         options.requests,
         options.concurrency,
         options.runs,
         phases.join(","),
         options.overload_connections,
-        options.overload_requests
+        options.overload_requests,
+        if options.quorum { " --quorum" } else { "" }
     );
     println!(
         "\n## {} webhooks per burst, {} in flight, {} run(s)\n\n{TABLE_HEADER}",
@@ -221,7 +226,11 @@ async fn bench(options: Options) {
 /// One burst of one phase on a fresh topology, read back and checked.
 async fn run_phase(kind: PhaseKind, options: &Options, run: usize) -> Phase {
     // x-expires: an interrupted run's queue (and its messages) goes away within the hour.
-    let topology = Topology::declare_with_queue_arguments(json!({ "x-expires": 3_600_000 })).await;
+    let mut arguments = json!({ "x-expires": 3_600_000 });
+    if options.quorum {
+        arguments["x-queue-type"] = json!("quorum");
+    }
+    let topology = Topology::declare_with_queue_arguments(arguments).await;
     let (routing_key, template) = kind.routing_key();
     if routing_key != topology.routing_key {
         topology.bind_key(routing_key).await;
@@ -395,7 +404,11 @@ fn print_targets(options: &Options, medians: &HashMap<PhaseKind, Medians>, templ
 /// Many more connections than publish slots: every request must be answered
 /// (2xx, or 503 with Retry-After), none may hang, and memory must stay bounded.
 async fn overload(options: &Options, transport: Transport) {
-    let topology = Topology::declare_with_queue_arguments(json!({ "x-expires": 3_600_000 })).await;
+    let mut arguments = json!({ "x-expires": 3_600_000 });
+    if options.quorum {
+        arguments["x-queue-type"] = json!("quorum");
+    }
+    let topology = Topology::declare_with_queue_arguments(arguments).await;
     let mut served = forwarder::start(&topology, transport, None).await;
     let run_id = format!("overload-{}", uuid::Uuid::new_v4().simple());
     let count = options.overload_requests;

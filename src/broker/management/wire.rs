@@ -73,6 +73,9 @@ pub struct QueueInfo {
     /// The policy keys in force on it (an object, or `[]` when none).
     #[serde(default)]
     pub effective_policy_definition: Value,
+    /// The nodes a quorum queue is replicated on (none for a classic queue).
+    #[serde(default)]
+    pub members: Vec<String>,
 }
 
 impl QueueInfo {
@@ -240,6 +243,7 @@ mod tests {
             kind: None,
             arguments: Map::new(),
             effective_policy_definition: Value::Null,
+            members: Vec::new(),
         };
         assert!(queue(true, false, false).keeps_messages());
         assert!(!queue(false, false, false).keeps_messages());

@@ -7,7 +7,7 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 use crate::broker::management::ManagementApi;
-use crate::broker::management::wire::{BindingInfo, ExchangeInfo};
+use crate::broker::management::wire::{BindingInfo, ExchangeInfo, QueueInfo};
 use crate::broker::message::WebhookParts;
 use crate::broker::routing::binding_matches;
 use crate::broker::routing_key::{self, RoutingKey};
@@ -294,7 +294,7 @@ impl<'a> Exchange<'a> {
         }
         let queue = match self.api.queue(name).await {
             Ok(Some(info)) if info.keeps_messages() => Queue::Durable {
-                description: describe_queue(info.kind.as_deref(), &info.arguments),
+                description: describe_with_members(&info),
                 default_limit: info.has_default_delivery_limit(),
                 single_active: has_single_active_consumer(&info.arguments),
             },
@@ -304,6 +304,23 @@ impl<'a> Exchange<'a> {
         };
         self.queues.insert(name.to_owned(), queue.clone());
         queue
+    }
+}
+
+/// The queue in words, with the nodes a quorum queue is replicated on: on a
+/// cluster, how many copies a webhook has is what the queue type is for.
+fn describe_with_members(info: &QueueInfo) -> String {
+    let description = describe_queue(info.kind.as_deref(), &info.arguments);
+    let mut members = info.members.clone();
+    members.sort();
+    match members.as_slice() {
+        [] => description,
+        [one] => format!("{description}; quorum queue with 1 member: {one}"),
+        _ => format!(
+            "{description}; quorum queue with {} members: {}",
+            members.len(),
+            members.join(", ")
+        ),
     }
 }
 
@@ -357,6 +374,27 @@ fn matching_queues(kind: &str, bindings: &[BindingInfo], key: &str) -> Vec<(Stri
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_quorum_queue_is_described_with_its_members_and_a_classic_one_without() {
+        let info = |members: &[&str]| -> QueueInfo {
+            serde_json::from_value(serde_json::json!({
+                "durable": true,
+                "type": if members.is_empty() { "classic" } else { "quorum" },
+                "members": members,
+            }))
+            .unwrap()
+        };
+        assert_eq!(
+            describe_with_members(&info(&["rc2@localhost", "rc3@localhost", "rc1@localhost"])),
+            "quorum, no message TTL; quorum queue with 3 members: rc1@localhost, rc2@localhost, rc3@localhost"
+        );
+        assert_eq!(
+            describe_with_members(&info(&["rabbit@localhost"])),
+            "quorum, no message TTL; quorum queue with 1 member: rabbit@localhost"
+        );
+        assert_eq!(describe_with_members(&info(&[])), "classic, no message TTL");
+    }
 
     fn binding(queue: &str, key: &str) -> BindingInfo {
         BindingInfo {

@@ -3,6 +3,8 @@
 //!
 //! - [`alarm`]: memory and disk alarms, raised only on a broker node of the
 //!   alarm tests' own;
+//! - [`cluster`]: scripts/cluster-up's three nodes behind HAProxy: queue
+//!   leaders, connections' nodes, a node killed and started again;
 //! - [`process`]: the real `handler` binary in a child process (serving as
 //!   the Functions host starts it, or running a subcommand to its end);
 //! - [`broker`]: the real local RabbitMQ: topologies of a test's own, deleted
@@ -24,6 +26,7 @@
 
 pub mod alarm;
 pub mod broker;
+pub mod cluster;
 pub mod docs;
 pub mod host;
 pub mod metrics;
