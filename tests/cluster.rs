@@ -140,7 +140,9 @@ async fn node_lost_mid_burst(transport: &str, cluster: &Cluster, app: &Served, q
         "only 2xx and 503 (for the sender to retry): {:?}",
         report.statuses
     );
-    let recovered = report.first_2xx_after_kill.expect("a 2xx for a webhook sent after the kill");
+    let recovered = report
+        .first_2xx_after_kill
+        .expect("a 2xx for a webhook sent after the kill");
     assert!(
         recovered <= RECOVERED_WITHIN,
         "the first 2xx of a webhook sent after the kill came {recovered:?} after it"
@@ -255,6 +257,7 @@ async fn the_queue_leaders_node_killed_under_a_draining_relay_delivers_everythin
         .await;
 
     let killed_node = cluster.kill(&leader).await;
+    let delivered_at_kill = target.count();
     relay.wait_for_output("reconnected to", Duration::from_secs(60)).await;
     let ids: HashSet<&str> = messages.iter().map(|m| m.id.as_str()).collect();
     target
@@ -271,12 +274,16 @@ async fn the_queue_leaders_node_killed_under_a_draining_relay_delivers_everythin
     let repeats: usize = accepted.values().map(|n| n - 1).sum();
     let dead = read_back(&queue.dead_letter()).await;
     println!(
-        "relay through the loss of {leader}: {COUNT} messages, {} accepted, {repeats} repeats, {} dead-lettered",
+        "relay through the loss of {leader} ({delivered_at_kill} requests made by then): {COUNT} messages, \
+         {} accepted, {repeats} repeats, {} dead-lettered",
         accepted.len(),
         dead.len()
     );
     assert_eq!(accepted.len(), COUNT, "every message delivered");
-    assert!(accepted.keys().all(|id| ids.contains(id.as_str())), "nothing else delivered");
+    assert!(
+        accepted.keys().all(|id| ids.contains(id.as_str())),
+        "nothing else delivered"
+    );
     assert!(dead.is_empty(), "nothing dead-lettered: {} were", dead.len());
     assert!(read_back(&queue.queue).await.is_empty(), "nothing left on the queue");
 }
@@ -293,7 +300,10 @@ async fn dead_letters_are_replayed_while_the_dead_letter_queues_leader_is_down()
     }
     let deadline = Instant::now() + Duration::from_secs(30);
     while queue.dead_letter_depth().await < 3 {
-        assert!(Instant::now() < deadline, "the three rejected messages were not dead-lettered");
+        assert!(
+            Instant::now() < deadline,
+            "the three rejected messages were not dead-lettered"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
@@ -303,7 +313,11 @@ async fn dead_letters_are_replayed_while_the_dead_letter_queues_leader_is_down()
     let replay = run_to_end(&["dead-letter", "replay", "--queue", &queue.queue], &settings, "").await;
     killed_node.start().await;
 
-    assert!(replay.status.success(), "replay with {leader} down: {}", replay.output());
+    assert!(
+        replay.status.success(),
+        "replay with {leader} down: {}",
+        replay.output()
+    );
     assert_eq!(
         replay.stdout.trim(),
         format!(

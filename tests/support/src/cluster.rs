@@ -80,7 +80,10 @@ impl Cluster {
     }
 
     async fn script(&self, args: &[&str]) {
-        let (script, args) = (self.script.clone(), args.iter().map(|a| a.to_string()).collect::<Vec<_>>());
+        let (script, args) = (
+            self.script.clone(),
+            args.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+        );
         let output = tokio::task::spawn_blocking(move || std::process::Command::new(&script).args(&args).output())
             .await
             .expect("the script ran")
@@ -177,7 +180,10 @@ pub async fn leader_of(queue: &str) -> String {
         if let Some(leader) = queue_info(queue).await["leader"].as_str() {
             return leader.to_owned();
         }
-        assert!(Instant::now() < deadline, "quorum queue {queue:?} has no leader after 30 s");
+        assert!(
+            Instant::now() < deadline,
+            "quorum queue {queue:?} has no leader after 30 s"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -195,7 +201,9 @@ pub async fn members_of(queue: &str) -> Vec<String> {
 }
 
 async fn queue_info(queue: &str) -> Value {
-    api_get(&format!("queues/%2F/{}", crate::broker::encoded(queue))).await.1
+    api_get(&format!("queues/%2F/{}", crate::broker::encoded(queue)))
+        .await
+        .1
 }
 
 /// The node holding the one connection a client named `connection_name`,
