@@ -131,7 +131,10 @@ async fn node_lost_mid_burst(transport: &str, cluster: &Cluster, app: &Served, q
     if !probes.iter().any(|p| p.status == 200) {
         // Whether the cluster takes a publish from a fresh connection while
         // the handler's are refused: tells a stuck channel from a stuck queue.
-        println!("no 2xx again; a fresh connection's publish to the queue: {}", fresh_publish(queue).await);
+        println!(
+            "no 2xx again; a fresh connection's publish to the queue: {}",
+            fresh_publish(queue).await
+        );
     }
     tokio::time::sleep(AFTER_RECOVERY.max(AFTER_THE_KILL.saturating_sub(killed.elapsed()))).await;
     burst.stop();
@@ -189,7 +192,11 @@ async fn probe_until_2xx(app: &Served) -> Vec<Sent> {
         probes.spawn(async move {
             let started = Instant::now();
             let response = host
-                .forward("/api/WebhookForwarder", "application/x-www-form-urlencoded", body.as_bytes())
+                .forward(
+                    "/api/WebhookForwarder",
+                    "application/x-www-form-urlencoded",
+                    body.as_bytes(),
+                )
                 .await;
             Sent {
                 index: usize::MAX - index,
@@ -216,7 +223,10 @@ async fn fresh_publish(queue: &str) -> String {
     use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
     let connection = test_support::broker::connect().await;
     let channel = connection.create_channel().await.expect("a channel");
-    channel.confirm_select(ConfirmSelectOptions::default()).await.expect("confirm mode");
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .expect("confirm mode");
     let confirm = channel
         .basic_publish(
             "".into(),
