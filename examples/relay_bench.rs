@@ -18,7 +18,11 @@
 //! `RelaySigningSecret` set (every request signed as Standard Webhooks says;
 //! the target checks that every request, and only then, carries a signature). Prints every run, and per
 //! phase the median, its ratio to the unordered median of the same target,
-//! the relay's peak memory and the messages that came out of order. The
+//! the relay's peak memory, its CPU time per message (user and system, from
+//! /proc: less moved by the machine's load than the rate) and the messages
+//! that came out of order. The target does the same work in every phase (it
+//! reads each body's key and sequence number), so that only the relay's
+//! work differs between them. The
 //! runs go round by round (each phase once per round), so that on a busy
 //! machine the phases compared ran close together.
 //!
@@ -80,6 +84,7 @@ const PHASES: [Phase; 5] = [
 struct Run {
     rate: f64,
     peak_rss_kib: u64,
+    cpu_us_per_message: f64,
     out_of_order: usize,
 }
 
@@ -136,10 +141,11 @@ async fn main() {
             for (p, phase) in PHASES.iter().enumerate() {
                 let result = one_run(handler, &messages, phase, latency, concurrency, prefetch).await;
                 println!(
-                    "target {latency:?}, {}: run {run}: {:.0} messages/s, peak RSS {} MiB, {} out of order",
+                    "target {latency:?}, {}: run {run}: {:.0} messages/s, peak RSS {} MiB, {:.1} µs CPU per message, {} out of order",
                     phase.name,
                     result.rate,
                     result.peak_rss_kib / 1024,
+                    result.cpu_us_per_message,
                     result.out_of_order
                 );
                 results[l][p].push(result);
@@ -149,23 +155,30 @@ async fn main() {
     let mut summary = Vec::new();
     for (l, latency) in latencies.iter().enumerate() {
         let mut unordered = None;
+        let mut unordered_cpu = None;
         for (p, phase) in PHASES.iter().enumerate() {
             let runs = &mut results[l][p];
+            runs.sort_by(|a, b| a.cpu_us_per_message.total_cmp(&b.cpu_us_per_message));
+            let cpu = runs[runs.len() / 2].cpu_us_per_message;
+            let base_cpu = *unordered_cpu.get_or_insert(cpu);
             runs.sort_by(|a, b| a.rate.total_cmp(&b.rate));
             let median = runs[runs.len() / 2].rate;
             let base = *unordered.get_or_insert(median);
             let peak = runs.iter().map(|r| r.peak_rss_kib).max().unwrap_or(0);
             let disorder: usize = runs.iter().map(|r| r.out_of_order).sum();
             summary.push(format!(
-                "| {latency:?} | {} | {median:.0} | {:.2} | {} | {disorder} |",
+                "| {latency:?} | {} | {median:.0} | {:.2} | {cpu:.1} | {:.2} | {} | {disorder} |",
                 phase.name,
                 median / base,
+                cpu / base_cpu,
                 peak / 1024
             ));
         }
     }
-    println!("| target | phase | median messages/s | of unordered | peak RSS MiB | out of order |");
-    println!("| --- | --- | --- | --- | --- | --- |");
+    println!(
+        "| target | phase | median messages/s | of unordered | median relay CPU µs/message | of unordered | peak RSS MiB | out of order |"
+    );
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
     for line in summary {
         println!("{line}");
     }
@@ -184,7 +197,9 @@ async fn one_run(
 
     let arrivals = Arc::new(Arrivals::default());
     let seen = arrivals.clone();
-    let key_field = phase.order_by;
+    // Unordered phases read the 10,000-key field, only to do the same work.
+    let key_field = phase.order_by.unwrap_or("wide");
+    let ordered = phase.order_by.is_some();
     let target = warp::header::optional::<String>("webhook-signature")
         .and(warp::body::bytes())
         .then(move |signature: Option<String>, body: bytes::Bytes| {
@@ -193,9 +208,7 @@ async fn one_run(
                 if signature.is_some() {
                     seen.signed.fetch_add(1, Ordering::Relaxed);
                 }
-                if let Some(field) = key_field {
-                    check_order(&seen, &body, field);
-                }
+                check_order(&seen, &body, key_field, ordered);
                 tokio::time::sleep(latency).await;
                 let now = Instant::now();
                 {
@@ -252,6 +265,7 @@ async fn one_run(
 
     let pid = relay.id().unwrap().to_string();
     let peak_rss_kib = peak_rss_kib(&pid);
+    let cpu_us_per_message = cpu_seconds(&pid) * 1e6 / messages.len() as f64;
     std::process::Command::new("kill")
         .args(["-TERM", &pid])
         .status()
@@ -261,12 +275,14 @@ async fn one_run(
     Run {
         rate: (messages.len() - 1) as f64 / (last - first).as_secs_f64(),
         peak_rss_kib,
+        cpu_us_per_message,
         out_of_order: arrivals.out_of_order.load(Ordering::Relaxed),
     }
 }
 
-/// Counts a message that arrived before an earlier one of its key.
-fn check_order(arrivals: &Arrivals, body: &[u8], field: &str) {
+/// Counts a message that arrived before an earlier one of its key (when
+/// `ordered`: unordered phases only do the same work).
+fn check_order(arrivals: &Arrivals, body: &[u8], field: &str, ordered: bool) {
     let mut key = None;
     let mut seq = None;
     for (name, value) in url::form_urlencoded::parse(body) {
@@ -279,11 +295,24 @@ fn check_order(arrivals: &Arrivals, body: &[u8], field: &str) {
     let (Some(key), Some(seq)) = (key, seq) else { return };
     let mut last = arrivals.last_seq.lock().unwrap();
     match last.insert(key, seq) {
-        Some(before) if before > seq => {
+        Some(before) if ordered && before > seq => {
             arrivals.out_of_order.fetch_add(1, Ordering::Relaxed);
         }
         _ => {}
     }
+}
+
+/// The process's CPU time so far, user and system, in seconds (the 14th and
+/// 15th fields of /proc/PID/stat, in clock ticks of 1/100 s on Linux).
+fn cpu_seconds(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The command name (field 2) is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or(Vec::new(), |(_, rest)| rest.split_whitespace().collect());
+    // After the name: field 3 is at index 0, so utime (14) is at 11, stime at 12.
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    (ticks(11) + ticks(12)) as f64 / 100.0
 }
 
 /// The process's peak resident memory so far (VmHWM), in KiB.

@@ -3,7 +3,7 @@
 //! text at `/metrics` ([`super::metrics_server`]). The metric types are the
 //! Prometheus client's own, so each count is one atomic however it is read.
 
-use std::sync::atomic::AtomicI64;
+use std::sync::atomic::{AtomicI64, AtomicU64};
 use std::time::Duration;
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
@@ -164,6 +164,8 @@ pub struct Metrics {
     behind_keys: Gauge,
     in_flight: Gauge,
     queue_depth: Gauge<i64, AtomicI64>,
+    message_ttl: Gauge<f64, AtomicU64>,
+    oldest_message: Gauge<i64, AtomicI64>,
     circuit: Family<StateLabel, Gauge>,
     circuit_opened: Counter,
     undead_letterable: Gauge,
@@ -176,7 +178,8 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// Everything at zero, the queue depth unknown (-1), the circuit closed.
+    /// Everything at zero, the queue depth, message TTL and oldest message
+    /// unknown (-1), the circuit closed.
     pub fn new() -> Self {
         let requests = Family::<OutcomeLabel, Counter>::default();
         let by_outcome = RequestOutcome::ALL.map(|outcome| requests.get_or_create_owned(&OutcomeLabel { outcome }));
@@ -195,11 +198,15 @@ impl Metrics {
             behind_keys: Gauge::default(),
             in_flight: Gauge::default(),
             queue_depth: Gauge::default(),
+            message_ttl: Gauge::default(),
+            oldest_message: Gauge::default(),
             circuit: Family::default(),
             circuit_opened: Counter::default(),
             undead_letterable: Gauge::default(),
         };
         metrics.queue_depth.set(-1);
+        metrics.message_ttl.set(-1.0);
+        metrics.oldest_message.set(-1);
         metrics.set_circuit(CircuitState::closed);
         metrics.register()
     }
@@ -256,6 +263,17 @@ impl Metrics {
             "queue_depth",
             "Ready messages in the queue at the last look (-1 before the first)",
             self.queue_depth.clone(),
+        );
+        r.register(
+            "queue_message_ttl_seconds",
+            "The queue's message TTL, from the management API (-1: none, or not read; only with --metrics)",
+            self.message_ttl.clone(),
+        );
+        r.register(
+            "queue_oldest_message_timestamp_seconds",
+            "The timestamp property of the queue's oldest ready message, from the management API \
+             (-1: the queue is empty, does not say (a quorum queue), or was not read; only with --metrics)",
+            self.oldest_message.clone(),
         );
         r.register(
             "circuit_state",
@@ -316,6 +334,18 @@ impl Metrics {
     /// Records the queue depth just read from the broker.
     pub fn set_queue_depth(&self, depth: u32) {
         self.queue_depth.set(i64::from(depth));
+    }
+
+    /// Records the queue's message TTL just read from the management API.
+    pub fn set_message_ttl(&self, ttl: Option<Duration>) {
+        self.message_ttl.set(ttl.map_or(-1.0, |t| t.as_secs_f64()));
+    }
+
+    /// Records the timestamp (seconds since the Unix epoch) of the queue's
+    /// oldest ready message just read from the management API.
+    pub fn set_oldest_message(&self, timestamp: Option<u64>) {
+        self.oldest_message
+            .set(timestamp.and_then(|t| i64::try_from(t).ok()).unwrap_or(-1));
     }
 
     /// Records the circuit's state, and counts an opening.
@@ -411,6 +441,27 @@ mod tests {
     }
 
     #[test]
+    fn the_queue_expiry_gauges_read_as_seconds_and_minus_one_when_unknown() {
+        let metrics = Metrics::new();
+        metrics.set_message_ttl(Some(Duration::from_millis(604_800_000)));
+        metrics.set_oldest_message(Some(1_700_000_000));
+        let text = metrics.encode();
+        assert!(text.contains("relay_queue_message_ttl_seconds 604800.0\n"), "{text}");
+        assert!(
+            text.contains("relay_queue_oldest_message_timestamp_seconds 1700000000\n"),
+            "{text}"
+        );
+        metrics.set_message_ttl(None);
+        metrics.set_oldest_message(None);
+        let text = metrics.encode();
+        assert!(text.contains("relay_queue_message_ttl_seconds -1.0\n"), "{text}");
+        assert!(
+            text.contains("relay_queue_oldest_message_timestamp_seconds -1\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn the_text_names_every_metric_with_its_type() {
         let metrics = Metrics::new();
         metrics.add(Count::Delivered);
@@ -431,6 +482,10 @@ mod tests {
             "relay_coalesced_total 0",
             "# TYPE relay_waiting_behind_keys gauge",
             "relay_waiting_behind_keys 0",
+            "# TYPE relay_queue_message_ttl_seconds gauge",
+            "relay_queue_message_ttl_seconds -1.0",
+            "# TYPE relay_queue_oldest_message_timestamp_seconds gauge",
+            "relay_queue_oldest_message_timestamp_seconds -1",
         ] {
             assert!(text.lines().any(|l| l == line), "no {line:?} in:\n{text}");
         }

@@ -12,8 +12,9 @@
 //! others is tried again ([`retry`]) and finally set aside
 //! ([`dead_letter`], which also lists and replays them). [`attempts`]
 //! recognises repeats after a lost connection; [`standby`] warns when
-//! another consumer would break the order; [`metrics`] counts,
-//! [`progress`] prints and [`metrics_server`] serves what happened;
+//! another consumer would break the order; [`metrics`] counts (and
+//! [`expiry`] adds the queue's TTL), [`progress`] prints and
+//! [`metrics_server`] serves what happened;
 //! [`options`] say what to do. The message format and the AMQP URL are the
 //! forwarder's own ([`crate::broker`]).
 
@@ -24,6 +25,7 @@ pub mod connection;
 pub mod consumer;
 pub mod dead_letter;
 pub mod endpoint_headers;
+pub mod expiry;
 pub mod gate;
 pub mod metrics;
 pub mod metrics_server;
@@ -182,6 +184,8 @@ pub async fn run(
         }
         None => None,
     };
+    // Read for the metrics only: nothing else needs the management API.
+    let _expiry = options.metrics.map(|_| expiry::watch(&options, metrics.clone()));
     info!(
         "relaying queue {:?} to {} (concurrency {}, rate {}, max attempts {}, timeout {:?})",
         options.queue,

@@ -359,7 +359,7 @@ async fn check_reports_whether_the_queue_has_a_single_active_consumer() {
     assert!(run.status.success(), "{}", run.output());
     assert!(
         run.stdout.contains(&format!(
-            "created   queue \"{}\" (durable, classic, message TTL 7 days, single active consumer)",
+            "created   queue \"{0}\" (durable, classic, message TTL 7 days, dead letters to \"{0}.dead-letter\", single active consumer)",
             standby.queue
         )),
         "{}",
@@ -372,7 +372,7 @@ async fn check_reports_whether_the_queue_has_a_single_active_consumer() {
     assert_listed(
         &run,
         &format!(
-            "[ok]   queue \"{}\" is bound with routing key \"webhook\": durable, classic, message TTL 7 days, single active consumer",
+            "[ok]   queue \"{0}\" is bound with routing key \"webhook\": durable, classic, message TTL 7 days, dead letters to \"{0}.dead-letter\", single active consumer",
             standby.queue
         ),
     );

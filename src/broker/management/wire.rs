@@ -1,6 +1,8 @@
 //! The management API's JSON: what setup sends to declare, and the parts of
 //! the answers that check reads. Unknown fields are ignored.
 
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -73,6 +75,10 @@ pub struct QueueInfo {
     /// The policy keys in force on it (an object, or `[]` when none).
     #[serde(default)]
     pub effective_policy_definition: Value,
+    /// The `timestamp` property of its oldest ready message: a classic
+    /// queue's, when it holds one (null when empty); a quorum queue has none.
+    #[serde(default)]
+    pub head_message_timestamp: Value,
     /// The nodes a quorum queue is replicated on (none for a classic queue).
     #[serde(default)]
     pub members: Vec<String>,
@@ -89,6 +95,24 @@ impl QueueInfo {
         quorum
             && !self.arguments.contains_key("x-delivery-limit")
             && self.effective_policy_definition.get("delivery-limit").is_none()
+    }
+
+    /// How long a message may wait in it before the broker drops it (or
+    /// dead-letters it): the `x-message-ttl` argument or the `message-ttl`
+    /// policy key, the shorter when both are set, as RabbitMQ applies them.
+    pub fn message_ttl(&self) -> Option<Duration> {
+        let argument = self.arguments.get("x-message-ttl").and_then(Value::as_u64);
+        let policy = self
+            .effective_policy_definition
+            .get("message-ttl")
+            .and_then(Value::as_u64);
+        argument.into_iter().chain(policy).min().map(Duration::from_millis)
+    }
+
+    /// The `timestamp` (seconds since the Unix epoch) of its oldest ready
+    /// message, when the broker tells it.
+    pub fn oldest_message_timestamp(&self) -> Option<u64> {
+        self.head_message_timestamp.as_u64()
     }
 
     /// Whether a persistent message in it survives a restart and waits for a
@@ -227,6 +251,44 @@ mod tests {
     }
 
     #[test]
+    fn the_message_ttl_is_the_argument_or_the_policy_whichever_is_shorter() {
+        let queue = |value: Value| serde_json::from_value::<QueueInfo>(value).unwrap();
+        let day = Duration::from_secs(86_400);
+        assert_eq!(queue(json!({"durable": true})).message_ttl(), None);
+        assert_eq!(
+            queue(
+                json!({"durable": true, "arguments": {"x-message-ttl": 86_400_000}, "effective_policy_definition": []})
+            )
+            .message_ttl(),
+            Some(day)
+        );
+        assert_eq!(
+            queue(json!({"durable": true, "effective_policy_definition": {"message-ttl": 86_400_000}})).message_ttl(),
+            Some(day)
+        );
+        assert_eq!(
+            queue(json!({"durable": true, "arguments": {"x-message-ttl": 604_800_000},
+                         "effective_policy_definition": {"message-ttl": 86_400_000}}))
+            .message_ttl(),
+            Some(day)
+        );
+    }
+
+    #[test]
+    fn the_oldest_message_timestamp_is_read_when_the_broker_gives_one() {
+        let queue = |value: Value| serde_json::from_value::<QueueInfo>(value).unwrap();
+        let classic = queue(json!({"durable": true, "type": "classic", "head_message_timestamp": 1_700_000_000}));
+        assert_eq!(classic.oldest_message_timestamp(), Some(1_700_000_000));
+        // Empty classic queues say null; quorum queues leave the field out.
+        let empty = queue(json!({"durable": true, "type": "classic", "head_message_timestamp": null}));
+        assert_eq!(empty.oldest_message_timestamp(), None);
+        assert_eq!(
+            queue(json!({"durable": true, "type": "quorum"})).oldest_message_timestamp(),
+            None
+        );
+    }
+
+    #[test]
     fn tags_read_in_both_forms() {
         let new: WhoAmI = serde_json::from_value(json!({"name":"guest","tags":["administrator","x"]})).unwrap();
         assert_eq!(new.tags(), "administrator,x");
@@ -243,6 +305,7 @@ mod tests {
             kind: None,
             arguments: Map::new(),
             effective_policy_definition: Value::Null,
+            head_message_timestamp: Value::Null,
             members: Vec::new(),
         };
         assert!(queue(true, false, false).keeps_messages());

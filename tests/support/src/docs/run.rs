@@ -216,9 +216,11 @@ pub struct Drift {
 }
 
 /// Runs every tested example of `page` in order in `sandbox`: the drifts.
-/// `export NAME=value` holds for the page's later commands, as in a terminal.
+/// `export NAME=value` holds for the page's later commands, and `unset NAME`
+/// ends it, as in a terminal.
 pub async fn run_page(page: &Page, sandbox: &mut Sandbox) -> Vec<Drift> {
-    let export = Regex::new(r"^export ([A-Za-z_][A-Za-z0-9_]*)=(\S+)$").expect("a valid pattern");
+    let export = Regex::new(r"^export ([A-Za-z_][A-Za-z0-9_]*)=(.+)$").expect("a valid pattern");
+    let unset = Regex::new(r"^unset ([A-Za-z_][A-Za-z0-9_]*)$").expect("a valid pattern");
     let assert = Assert::new().redact_with(placeholders());
     let mut drifts = Vec::new();
     for block in page.tested_blocks() {
@@ -227,8 +229,11 @@ pub async fn run_page(page: &Page, sandbox: &mut Sandbox) -> Vec<Drift> {
         };
         for example in examples {
             if let Some(set) = export.captures(example.command.trim()) {
-                let value = sandbox.command_as_run(&set[2]);
+                let value = shell_value(&sandbox.command_as_run(&set[2]));
+                sandbox.env.retain(|(name, _)| name != &set[1]);
                 sandbox.env.push((set[1].to_owned(), value));
+            } else if let Some(gone) = unset.captures(example.command.trim()) {
+                sandbox.env.retain(|(name, _)| name != &gone[1]);
             }
             let ran = sandbox.run(&example.command).await;
             let at = page.at(example.line);
@@ -257,6 +262,17 @@ pub async fn run_page(page: &Page, sandbox: &mut Sandbox) -> Vec<Drift> {
         }
     }
     drifts
+}
+
+/// What bash makes of the right-hand side of an assignment, quotes and all
+/// (`'webhook.{query.type|other}'` is `webhook.{query.type|other}`).
+fn shell_value(written: &str) -> String {
+    let out = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!("value={written}; printf '%s' \"$value\""))
+        .output()
+        .expect("bash runs");
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Writes what the drifted examples printed into the page, in place of what
