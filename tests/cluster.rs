@@ -84,8 +84,6 @@ async fn the_queue_leaders_node_killed_mid_burst_over_http_loses_no_2xx_and_the_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "open defect: in about half the runs the broker nacks every publish on the handler's new connection \
-            after the kill (docs/clusters.md); scripts/bench-cluster runs it with --include-ignored"]
 async fn the_node_holding_the_connection_and_the_leader_killed_mid_burst_over_amqp_loses_no_2xx_and_it_reconnects() {
     let _alone = ONE_KILL_AT_A_TIME.lock().await;
     let cluster = Cluster::under_test().await;
