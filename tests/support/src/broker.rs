@@ -9,7 +9,7 @@ use lapin::options::{
     BasicConsumeOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString};
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer};
 use serde_json::{Map, Value, json};
 
 use crate::AppSettings;
@@ -555,18 +555,7 @@ impl Topology {
             .await
             .expect("the queue exists")
             .message_count() as usize;
-        let mut consumer = channel
-            .basic_consume(
-                self.queue.as_str().into(),
-                "drain".into(),
-                BasicConsumeOptions {
-                    no_ack: true,
-                    ..BasicConsumeOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .expect("basic.consume");
+        let mut consumer = consume_no_ack(&channel, &self.queue, "drain").await;
         let mut taken = Vec::with_capacity(count);
         while taken.len() < count {
             let next = tokio::time::timeout(Duration::from_secs(30), consumer.next()).await;
@@ -736,6 +725,23 @@ impl From<lapin::message::Delivery> for QueuedMessage {
             body: delivery.data,
         }
     }
+}
+
+/// A consumer on `queue` that takes its messages off as they come (no
+/// acknowledgements): for reading a queue back fast.
+pub async fn consume_no_ack(channel: &Channel, queue: &str, tag: &str) -> Consumer {
+    channel
+        .basic_consume(
+            queue.into(),
+            tag.into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..BasicConsumeOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .expect("basic.consume")
 }
 
 /// A fresh connection; tests open one per call so that a broker restart

@@ -18,11 +18,11 @@
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use lapin::options::BasicConsumeOptions;
-use lapin::types::FieldTable;
 use serde_json::Value;
 
-use crate::broker::{QueuedMessage, Topology, amqp_port, api_get, close_connections_named, connect, management_port};
+use crate::broker::{
+    QueuedMessage, Topology, amqp_port, api_get, close_connections_named, connect, consume_no_ack, management_port,
+};
 use crate::process::run_to_end;
 
 /// HAProxy's ports in front of the cluster.
@@ -252,18 +252,7 @@ pub async fn steer_connection(connection_name: &str, node: &str) {
 pub async fn read_back(queue: &str) -> Vec<QueuedMessage> {
     let connection = connect().await;
     let channel = connection.create_channel().await.expect("a channel");
-    let mut consumer = channel
-        .basic_consume(
-            queue.into(),
-            "read-back".into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                ..BasicConsumeOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .expect("basic.consume");
+    let mut consumer = consume_no_ack(&channel, queue, "read-back").await;
     let mut taken = Vec::new();
     while let Ok(Some(Ok(delivery))) = tokio::time::timeout(Duration::from_secs(5), consumer.next()).await {
         taken.push(delivery.into());
