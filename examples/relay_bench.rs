@@ -19,7 +19,7 @@
 //! the target checks that every request, and only then, carries a signature). Prints every run, and per
 //! phase the median, its ratio to the unordered median of the same target,
 //! the relay's peak memory, its CPU time per message (user and system, from
-//! /proc: less moved by the machine's load than the rate) and the messages
+//! /proc: a second view beside the rate, though the load moves it too) and the messages
 //! that came out of order. The target does the same work in every phase (it
 //! reads each body's key and sequence number), so that only the relay's
 //! work differs between them. The
