@@ -33,7 +33,7 @@ use super::dead_letter::{DeadLetters, is_not_found};
 use super::options::RelayOptions;
 use super::order::{self, Order};
 use super::standby;
-use super::worker::Shared;
+use super::worker::{Holding, Shared};
 use crate::broker;
 use crate::broker::amqp::reconnect_delays;
 use crate::broker::topology::dead_letter_name;
@@ -203,9 +203,11 @@ impl Session {
         stop: &CancellationToken,
         tasks: &mut JoinSet<()>,
     ) {
+        let holding = Holding::new(shared);
         let place = self.order.arrive(&mut delivery);
         tasks.spawn(order::relay(
             place,
+            holding,
             delivery,
             shared.clone(),
             self.dead_letters.clone(),

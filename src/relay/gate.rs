@@ -209,7 +209,7 @@ pub struct Pass<'a> {
     gate: &'a Gate,
     metrics: &'a Metrics,
     ticket: Option<Ticket>,
-    _in_flight: Tally<'a>,
+    _in_flight: Tally,
 }
 
 impl Pass<'_> {

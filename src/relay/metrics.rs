@@ -312,17 +312,17 @@ impl Metrics {
     }
 
     /// Counts a message as held until the guard drops.
-    pub fn hold(&self) -> Tally<'_> {
+    pub fn hold(&self) -> Tally {
         Tally::new(&self.held)
     }
 
     /// Counts a request as in flight until the guard drops.
-    pub fn in_flight(&self) -> Tally<'_> {
+    pub fn in_flight(&self) -> Tally {
         Tally::new(&self.in_flight)
     }
 
     /// Counts a message as kept for want of a dead-letter exchange until the guard drops.
-    pub fn undead_letterable(&self) -> Tally<'_> {
+    pub fn undead_letterable(&self) -> Tally {
         Tally::new(&self.undead_letterable)
     }
 
@@ -394,16 +394,16 @@ impl Metrics {
 
 /// One added to a gauge while this lives.
 #[derive(Debug)]
-pub struct Tally<'a>(&'a Gauge);
+pub struct Tally(Gauge);
 
-impl<'a> Tally<'a> {
-    fn new(gauge: &'a Gauge) -> Self {
+impl Tally {
+    fn new(gauge: &Gauge) -> Self {
         gauge.inc();
-        Self(gauge)
+        Self(gauge.clone())
     }
 }
 
-impl Drop for Tally<'_> {
+impl Drop for Tally {
     fn drop(&mut self) {
         self.0.dec();
     }

@@ -11,7 +11,7 @@
 //! exceed `--prefetch`. A crash or a lost connection returns a held message
 //! to the queue, since it was never acked.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -52,22 +52,48 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
 }
 
-/// One held message: counted in the metrics, and the consumer told when it
+/// One held message, from its delivery until its ack or nack goes out (or
+/// its task ends): counted in the metrics, and the consumer told when it
 /// goes (while the circuit is open, that may let it take another).
-struct Holding<'a> {
-    gate: &'a Gate,
-    _tally: Tally<'a>,
+///
+/// Counted as the delivery arrives, before its task starts, and counted out
+/// before it is settled, since the broker may deliver the next at once: so
+/// the count never trails the messages waiting behind their keys, nor
+/// exceeds the prefetch.
+pub struct Holding {
+    tally: Mutex<Option<Tally>>,
+    shared: Arc<Shared>,
 }
 
-impl Drop for Holding<'_> {
+impl Holding {
+    /// Counts one more message as held.
+    pub fn new(shared: &Arc<Shared>) -> Self {
+        Self {
+            tally: Mutex::new(Some(shared.metrics.hold())),
+            shared: shared.clone(),
+        }
+    }
+
+    /// Counts it out (once), then lets the consumer look again.
+    fn release(&self) {
+        let tally = self.tally.lock().unwrap_or_else(PoisonError::into_inner).take();
+        if tally.is_some() {
+            drop(tally);
+            self.shared.gate.held_changed();
+        }
+    }
+}
+
+impl Drop for Holding {
     fn drop(&mut self) {
-        self.gate.held_changed();
+        self.release();
     }
 }
 
 /// Where a message stands while its task runs.
 struct Message<'a> {
     delivery: &'a Delivery,
+    holding: &'a Holding,
     original: Original,
     body: Bytes,
     /// Its key in the attempt memory.
@@ -80,7 +106,7 @@ struct Message<'a> {
     /// Held while its last failure was a paused server error.
     suspect: Option<Suspect<'a>>,
     /// Held while it is out of attempts but cannot be dead-lettered.
-    kept: Option<Tally<'a>>,
+    kept: Option<Tally>,
     /// Begun before anything sends or settles it: a newer copy may have
     /// coalesced it first ([`super::coalesce`]).
     claim: Claim,
@@ -115,15 +141,12 @@ enum Exhausted {
 /// order stage.
 pub async fn relay(
     mut delivery: Delivery,
+    holding: &Holding,
     shared: Arc<Shared>,
     dead_letters: Arc<DeadLetters>,
     stopping: CancellationToken,
     claim: Claim,
 ) {
-    let _held = Holding {
-        gate: &shared.gate,
-        _tally: shared.metrics.hold(),
-    };
     let original = Original::from_properties(&delivery.properties);
     let key = attempts::key(original.message_id.as_deref(), replays(&delivery.properties));
     let body = Bytes::from(std::mem::take(&mut delivery.data));
@@ -132,10 +155,11 @@ pub async fn relay(
         if !claim.begin() {
             return;
         }
-        return acknowledge_repeat(&delivery, settled, original.message_id.as_deref()).await;
+        return acknowledge_repeat(&delivery, holding, settled, original.message_id.as_deref()).await;
     }
     let mut message = Message {
         delivery: &delivery,
+        holding,
         suspect: record.suspect.then(|| shared.gate.suspect()),
         original,
         body,
@@ -193,7 +217,7 @@ pub async fn relay(
             if probe {
                 info!(message_id = message.id(), "the probe was delivered");
             }
-            acknowledge(&delivery.acker, message.id(), "delivered").await;
+            acknowledge(&delivery.acker, holding, message.id(), "delivered").await;
             return;
         };
         message.record.last_failure = Some(failure.to_string());
@@ -281,7 +305,8 @@ fn log_change(change: Option<Change>, id: Option<&str>, failure: Option<&Failure
 /// record is noted first: if the ack is lost with the connection, the repeat
 /// is recognised and acknowledged without another request.
 /// Says whether the ack went out (the order stage counts coalesced copies by it).
-pub(super) async fn acknowledge(acker: &Acker, id: Option<&str>, what: &str) -> bool {
+pub(super) async fn acknowledge(acker: &Acker, holding: &Holding, id: Option<&str>, what: &str) -> bool {
+    holding.release();
     match acker.ack(BasicAckOptions::default()).await {
         Ok(true) => return true,
         Ok(false) => warn!(
@@ -298,7 +323,7 @@ pub(super) async fn acknowledge(acker: &Acker, id: Option<&str>, what: &str) -> 
 
 /// A message this relay already settled came back because its ack was lost:
 /// acknowledge it again, without sending it again.
-async fn acknowledge_repeat(delivery: &Delivery, settled: Settled, id: Option<&str>) {
+async fn acknowledge_repeat(delivery: &Delivery, holding: &Holding, settled: Settled, id: Option<&str>) {
     let what = match settled {
         Settled::Delivered => "already delivered",
         Settled::DeadLettered => "already dead-lettered",
@@ -307,7 +332,7 @@ async fn acknowledge_repeat(delivery: &Delivery, settled: Settled, id: Option<&s
         message_id = id,
         "a repeat of a message {what} before the connection dropped; acknowledging it"
     );
-    acknowledge(&delivery.acker, id, what).await;
+    acknowledge(&delivery.acker, holding, id, what).await;
 }
 
 /// Moves a message out of attempts to the dead-letter queue. If that cannot
@@ -374,7 +399,7 @@ async fn dead_letter<'a>(
         exchange = dead_letters.exchange(),
         "moved to the dead-letter queue: {failure}"
     );
-    acknowledge(&delivery.acker, message.id(), "dead-lettered").await;
+    acknowledge(&delivery.acker, message.holding, message.id(), "dead-lettered").await;
     Exhausted::Moved
 }
 
@@ -387,6 +412,7 @@ async fn give_back(message: &Message<'_>, metrics: &Metrics) {
         requeue: true,
         multiple: false,
     };
+    message.holding.release();
     match message.delivery.acker.nack(requeue).await {
         Ok(true) => {
             metrics.add(Count::Returned);

@@ -22,12 +22,15 @@ async fn identical_copies_waiting_for_a_slot_are_coalesced_into_the_newest() {
     let busy = TestMessage::post("old=1&new=1");
     let copies: Vec<TestMessage> = (0..3).map(|_| TestMessage::post("old=101&new=101")).collect();
     let other = TestMessage::post("old=2&new=2");
-    let messages = [&[busy.clone()][..], &copies[..], &[other.clone()][..]].concat();
-    queue.publish(&messages).await;
+    queue.publish(std::slice::from_ref(&busy)).await;
     // The first request takes the only slot until released: the copies wait.
+    // They are queued once it is under way: without --order-by, webhooks
+    // delivered together race for a free slot.
     let release = Release::default();
     let target = TestTarget::holding_back(&busy.id, &release).await;
     let mut relay = Handler::relay(&queue, &target.url("/hook.php"), &["--coalesce", "--concurrency", "1"]);
+    target.wait_until_in_flight(1, Duration::from_secs(30)).await;
+    queue.publish(&[&copies[..], &[other.clone()][..]].concat()).await;
     wait_for_coalesced(&relay, 2).await;
     release.open();
     wait_until_drained(&queue, &target, &relay, 3).await;
@@ -57,9 +60,7 @@ async fn a_copy_whose_delivery_began_is_delivered_and_the_newer_after_it() {
     let target = TestTarget::holding_back(&first.id, &release).await;
     let mut relay = Handler::relay(&queue, &target.url("/hook.php"), &["--coalesce", "--concurrency", "4"]);
     // The first copy's request is under way (held at the target)...
-    while target.max_in_flight() < 1 {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    target.wait_until_in_flight(1, Duration::from_secs(30)).await;
     // ...when the second copy and another webhook arrive: a slot is free,
     // and the other webhook takes it.
     let second = TestMessage::post("old=101&new=101");
@@ -95,11 +96,14 @@ async fn a_relay_killed_right_after_coalescing_loses_nothing() {
     let busy = TestMessage::post("old=1&new=1");
     let older = TestMessage::post("old=101&new=101");
     let newer = TestMessage::post("old=101&new=101");
-    queue.publish(&[busy.clone(), older.clone(), newer.clone()]).await;
-    // Never answers the first: the copies wait until the relay is killed.
+    queue.publish(std::slice::from_ref(&busy)).await;
+    // Never answers the first: the copies, queued once it is under way,
+    // wait until the relay is killed.
     let stuck = Release::default();
     let target = TestTarget::holding_back(&busy.id, &stuck).await;
     let relay = Handler::relay(&queue, &target.url("/hook.php"), &["--coalesce", "--concurrency", "1"]);
+    target.wait_until_in_flight(1, Duration::from_secs(30)).await;
+    queue.publish(&[older.clone(), newer.clone()]).await;
     wait_for_coalesced(&relay, 1).await;
     relay.signal("KILL");
     drop(relay);

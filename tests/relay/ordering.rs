@@ -206,8 +206,10 @@ async fn messages_waiting_behind_a_busy_key_stay_within_the_prefetch() {
         let metrics = Metrics::scrape(&url).await;
         let held = metrics.gauge("relay_held", &[]);
         let behind = metrics.gauge("relay_waiting_behind_keys", &[]);
+        // A message counts as held until its ack goes out; the broker may
+        // deliver the next before the acked one has left its key, so all
+        // the prefetch may wait behind it for that moment.
         assert!(held <= PREFETCH, "{held} held with --prefetch 8");
-        assert!(behind < PREFETCH, "{behind} behind their key with --prefetch 8");
         assert!(behind <= held, "{behind} behind their key but {held} held");
         most_held = most_held.max(held);
         most_behind = most_behind.max(behind);

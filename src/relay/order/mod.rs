@@ -40,7 +40,7 @@ use super::coalesce::{self, Claim};
 use super::dead_letter::DeadLetters;
 use super::dead_letter::headers::ORDER_KEYS_HEADER;
 use super::metrics::{Count, Metrics};
-use super::worker::{self, Shared};
+use super::worker::{self, Holding, Shared};
 use crate::broker::message::Original;
 pub use keys::OrderBy;
 use table::KeyTable;
@@ -248,6 +248,7 @@ impl Drop for Place {
 /// queue order.
 pub async fn relay(
     place: Place,
+    holding: Holding,
     delivery: Delivery,
     shared: Arc<Shared>,
     dead_letters: Arc<DeadLetters>,
@@ -260,19 +261,21 @@ pub async fn relay(
     let coalesced_waiting = if place.is_free() {
         false
     } else {
-        // Held, though not yet in the worker (which counts its own).
-        let _held = shared.metrics.hold();
         tokio::select! {
             biased;
             () = claim.coalesced() => true,
             () = place.turn() => false,
         }
     };
-    if coalesced_waiting {
-        // One held message less: the consumer may want to know (circuit open).
-        shared.gate.held_changed();
-    } else {
-        let work = worker::relay(delivery, shared.clone(), dead_letters, stopping, claim.clone());
+    if !coalesced_waiting {
+        let work = worker::relay(
+            delivery,
+            &holding,
+            shared.clone(),
+            dead_letters,
+            stopping,
+            claim.clone(),
+        );
         tokio::select! {
             biased;
             // Its delivery has not begun: it waits for a request slot at most.
@@ -281,13 +284,14 @@ pub async fn relay(
         }
     }
     if let (true, Some(acker)) = (claim.is_coalesced(), acker) {
-        acknowledge_coalesced(&acker, message_id.as_deref(), &shared.metrics).await;
+        acknowledge_coalesced(&acker, &holding, message_id.as_deref(), &shared.metrics).await;
     }
     drop(place);
+    drop(holding);
 }
 
-async fn acknowledge_coalesced(acker: &lapin::Acker, id: Option<&str>, metrics: &Metrics) {
-    if worker::acknowledge(acker, id, "coalesced").await {
+async fn acknowledge_coalesced(acker: &lapin::Acker, holding: &Holding, id: Option<&str>, metrics: &Metrics) {
+    if worker::acknowledge(acker, holding, id, "coalesced").await {
         metrics.add(Count::Coalesced);
         debug!(message_id = id, "coalesced: a newer identical copy is held");
     }

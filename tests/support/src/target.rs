@@ -305,17 +305,38 @@ impl TestTarget {
         self.state.max_in_flight.load(Ordering::SeqCst)
     }
 
+    /// Waits until `count` requests have been in flight at once (whether
+    /// answered since or not); panics after `limit`.
+    pub async fn wait_until_in_flight(&self, count: usize, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while self.max_in_flight() < count {
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {limit:?} waiting for {count} requests in flight"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Waits until `done` holds for the requests seen, polling; panics after `limit`.
     pub async fn wait_until(&self, limit: Duration, what: &str, done: impl Fn(&[Seen]) -> bool) {
+        assert!(
+            self.waited_until(limit, done).await,
+            "timed out after {limit:?} waiting for {what}"
+        );
+    }
+
+    /// Waits until `done` holds for the requests seen, polling; says
+    /// whether it did within `limit`.
+    pub async fn waited_until(&self, limit: Duration, done: impl Fn(&[Seen]) -> bool) -> bool {
         let deadline = Instant::now() + limit;
         loop {
             if done(&self.state.seen.lock().expect("seen lock")) {
-                return;
+                return true;
             }
-            assert!(
-                Instant::now() < deadline,
-                "timed out after {limit:?} waiting for {what}"
-            );
+            if Instant::now() >= deadline {
+                return false;
+            }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -326,12 +347,20 @@ impl TestTarget {
 /// nothing left anywhere. Repeats after a lost connection may still be in
 /// play when the last new id arrives, hence the two last conditions.
 pub async fn wait_until_drained(topology: &Topology, target: &TestTarget, relay: &Handler, count: usize) {
-    target
-        .wait_until(Duration::from_secs(120), "every message accepted", |seen| {
+    let limit = Duration::from_secs(120);
+    let drained = target
+        .waited_until(limit, |seen| {
             let accepted: HashSet<&str> = seen.iter().filter(|s| s.accepted()).map(|s| s.message_id()).collect();
             accepted.len() >= count
         })
         .await;
+    assert!(
+        drained,
+        "timed out after {limit:?} waiting for {count} messages accepted; {} requests seen, queue depth {}; the relay said:\n{}",
+        target.count(),
+        topology.depth().await,
+        relay.output()
+    );
     wait_until_empty_holding(topology, relay, 0).await;
 }
 
