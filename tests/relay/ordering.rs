@@ -250,8 +250,8 @@ async fn a_bad_order_by_template_stops_the_relay_at_start_naming_the_option_and_
 async fn sigterm_hands_each_keys_messages_back_in_order_on_a_quorum_queue() {
     const KEYS: usize = 3;
     const PER_KEY: usize = 10;
-    // A quorum queue puts messages handed back one by one ahead of the
-    // rest in the order of the hand-backs: the relay must hand back in order.
+    // A quorum queue puts messages nacked one by one back in the order of
+    // the nacks: what the relay returns must come back in queue order.
     let queue = Topology::declare_with_queue_arguments(serde_json::json!({ "x-queue-type": "quorum" })).await;
     let messages = ordering::interleaved(KEYS, PER_KEY);
     queue.publish(&messages).await;
@@ -271,13 +271,7 @@ async fn sigterm_hands_each_keys_messages_back_in_order_on_a_quorum_queue() {
     .await;
     let mut relay = Handler::relay(&queue, &target.url("/hook.php"), &["--order-by", TEMPLATE]);
     relay.wait_for_output(" behind-keys=27 ", Duration::from_secs(30)).await;
-    relay.terminate();
-    relay
-        .wait_for_output("stopping: no new deliveries", Duration::from_secs(30))
-        .await;
-    release.open();
-    let status = relay.wait_for_exit(Duration::from_secs(60)).await;
-    assert!(status.success(), "{}", relay.output());
+    stop_while_under_way(&mut relay, &release).await;
 
     assert_eq!(target.accepted_count(), KEYS, "the first of each key was delivered");
     let back = queue.take_all().await;
@@ -296,4 +290,54 @@ async fn sigterm_hands_each_keys_messages_back_in_order_on_a_quorum_queue() {
     for (key, order) in seqs {
         assert_eq!(order, (1..PER_KEY).collect::<Vec<_>>(), "{key} came back out of order");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_order_by_at_concurrency_1_webhooks_reach_the_target_in_the_queues_order() {
+    const COUNT: usize = 500;
+    let queue = Topology::with_dead_letter().await;
+    let messages = TestMessage::many(COUNT, "in-order");
+    queue.publish(&messages).await;
+    let target = TestTarget::accepting().await;
+    let mut relay = Handler::relay(&queue, &target.url("/hook.php"), &["--concurrency", "1"]);
+    target
+        .wait_until(Duration::from_secs(120), "500 deliveries", |seen| seen.len() >= COUNT)
+        .await;
+    relay.stop().await;
+
+    let sent: Vec<String> = target.seen().iter().map(|s| s.message_id().to_owned()).collect();
+    let queued: Vec<String> = messages.iter().map(|m| m.id.clone()).collect();
+    let first_out_of_order = sent.iter().zip(&queued).position(|(s, q)| s != q);
+    assert_eq!(first_out_of_order, None, "sent in another order than queued");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_order_by_at_concurrency_1_sigterm_hands_webhooks_back_in_the_queues_order_on_a_quorum_queue() {
+    const COUNT: usize = 12;
+    let queue = Topology::declare_with_queue_arguments(serde_json::json!({ "x-queue-type": "quorum" })).await;
+    let messages = TestMessage::many(COUNT, "in-order");
+    queue.publish(&messages).await;
+    // The first stays under way until SIGTERM came; the prefetch (4) waits.
+    let release = Release::default();
+    let target = TestTarget::holding_back(&messages[0].id, &release).await;
+    let mut relay = Handler::relay(&queue, &target.url("/hook.php"), &["--concurrency", "1"]);
+    relay.wait_for_output(" held=4 ", Duration::from_secs(30)).await;
+    stop_while_under_way(&mut relay, &release).await;
+
+    assert_eq!(target.accepted_count(), 1, "the first was delivered");
+    let back: Vec<String> = queue.take_all().await.iter().map(|m| m.id()).collect();
+    let queued: Vec<String> = messages[1..].iter().map(|m| m.id.clone()).collect();
+    assert_eq!(back, queued, "handed back out of order");
+}
+
+/// SIGTERM while requests are held under way at the target, then lets them
+/// finish: the relay must exit 0.
+async fn stop_while_under_way(relay: &mut Handler, release: &Release) {
+    relay.terminate();
+    relay
+        .wait_for_output("stopping: no new deliveries", Duration::from_secs(30))
+        .await;
+    release.open();
+    let status = relay.wait_for_exit(Duration::from_secs(60)).await;
+    assert!(status.success(), "{}", relay.output());
 }

@@ -19,13 +19,12 @@
 //! The table lives with one connection ([`Order`] is made per session): a
 //! lost connection aborts every task and the broker returns their messages
 //! in queue order, so the next session starts from an empty table. At
-//! shutdown a waiting message is not handed back before its turn: handing
-//! back goes key by key in order, which matters for quorum queues, where a
-//! message handed back returns ahead of the rest in the order of the
-//! hand-backs (seen with RabbitMQ 3.10.8 and 4.0.5).
+//! shutdown what is not delivered is returned the same way, by closing the
+//! channel ([`super::worker`]).
 
 pub mod keys;
 pub mod table;
+pub mod turnstile;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -44,6 +43,7 @@ use super::worker::{self, Holding, Shared};
 use crate::broker::message::Original;
 pub use keys::OrderBy;
 use table::KeyTable;
+use turnstile::{Spot, Turnstile};
 
 /// What a message waits behind.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -61,6 +61,8 @@ pub struct Order {
     coalesce: bool,
     metrics: Arc<Metrics>,
     held: Arc<Mutex<Held>>,
+    /// First requests in the order messages became free to go.
+    turnstile: Arc<Turnstile>,
 }
 
 /// The messages the session holds, by their number in the table.
@@ -89,6 +91,7 @@ impl Order {
             coalesce,
             metrics,
             held: Arc::default(),
+            turnstile: Arc::default(),
         }
     }
 
@@ -98,7 +101,7 @@ impl Order {
     /// letter carries them.
     pub fn arrive(&self, delivery: &mut Delivery) -> Place {
         if self.order_by.is_empty() && !self.coalesce {
-            return Place::unordered();
+            return Place::unordered(self.turnstile.line_up(), self.turnstile.clone());
         }
         let original = Original::from_properties(&delivery.properties);
         let parts = original.parts(&delivery.data);
@@ -133,6 +136,8 @@ impl Order {
         self.metrics.set_waiting_behind_keys(held.table.waiting());
         drop(held);
         Place {
+            spot: free.then(|| self.turnstile.line_up()),
+            turnstile: self.turnstile.clone(),
             free,
             slot: Some(slot.clone()),
             claim: slot.claim.clone(),
@@ -192,6 +197,9 @@ fn stamp_keys(delivery: &mut Delivery, keys: &[String]) {
 /// resolves; it leaves the table when dropped (its task ended or was aborted).
 #[derive(Debug)]
 pub struct Place {
+    /// Its spot in the line for a first request, once it is free to go.
+    spot: Option<Spot>,
+    turnstile: Arc<Turnstile>,
     free: bool,
     slot: Option<Arc<Slot>>,
     claim: Claim,
@@ -206,8 +214,10 @@ struct Leave {
 }
 
 impl Place {
-    fn unordered() -> Self {
+    fn unordered(spot: Spot, turnstile: Arc<Turnstile>) -> Self {
         Self {
+            spot: Some(spot),
+            turnstile,
             free: true,
             slot: None,
             claim: Claim::fixed(),
@@ -225,6 +235,12 @@ impl Place {
         if let (false, Some(slot)) = (self.free, &self.slot) {
             slot.turn.notified().await;
         }
+    }
+
+    /// Its spot in the line for a first request: taken at arrival if it was
+    /// free to go, else now (its turn has come).
+    fn line_up(&mut self) -> Spot {
+        self.spot.take().unwrap_or_else(|| self.turnstile.line_up())
     }
 }
 
@@ -244,10 +260,9 @@ impl Drop for Place {
 ///
 /// Waiting is not raced against `stopping`: at shutdown a waiting message
 /// still goes in its turn, right after the one before it, and the worker
-/// hands it back at once, so the hand-backs of one key reach the broker in
-/// queue order.
+/// leaves it at once.
 pub async fn relay(
-    place: Place,
+    mut place: Place,
     holding: Holding,
     delivery: Delivery,
     shared: Arc<Shared>,
@@ -271,6 +286,7 @@ pub async fn relay(
         let work = worker::relay(
             delivery,
             &holding,
+            place.line_up(),
             shared.clone(),
             dead_letters,
             stopping,
