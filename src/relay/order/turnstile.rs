@@ -1,8 +1,8 @@
 //! First come, first sent: a message free to go asks the gate for its first
 //! request only once every message that was free before it has had its own
 //! (or left). The gate alone admits whichever task asks first, and tokio may
-//! well run a task spawned later first: at `--concurrency 1`, 1 in 3 test
-//! runs of 500 webhooks sent two of them the other way round.
+//! well run a task spawned later first: without this, at `--concurrency 1`,
+//! each of 3 test runs of 500 webhooks sent some the other way round.
 //!
 //! So at `--concurrency 1` webhooks are sent in the order the relay got them
 //! (a retry, backing off, is overtaken), and at any concurrency their first
