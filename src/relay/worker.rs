@@ -417,8 +417,8 @@ async fn dead_letter<'a>(
 /// puts what a closing channel held back in queue order (seen with 3.10.8
 /// and 4.0.5, classic and quorum queues); a nack one by one does not on a
 /// quorum queue (3.10.8 puts it behind the ready messages, 4.0.5 ahead of
-/// them, both in the order of the nacks), and counts toward its delivery
-/// limit.
+/// them, both in the order of the nacks). Either way the return counts
+/// toward a quorum queue's delivery limit (seen with both).
 fn give_back(message: &Message<'_>, metrics: &Metrics) {
     if !message.claim.begin() {
         return;
