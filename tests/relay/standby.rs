@@ -1,7 +1,7 @@
 //! A standby: on a queue with a single active consumer, a second relay waits
 //! while the first delivers, and takes over, in order, when the first is
-//! killed (kill -9); a message that was in flight is delivered again (at
-//! least once). With `--order-by`, a queue that another consumer shares
+//! killed (kill -9; a message that was in flight is delivered again, at
+//! least once) or stopped (SIGTERM; only once the first has closed). With `--order-by`, a queue that another consumer shares
 //! without a single active consumer is warned about at start.
 
 use std::collections::HashSet;
@@ -14,39 +14,21 @@ use lapin::options::{BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use serde_json::json;
 
-use test_support::broker::{Topology, connect};
+use test_support::broker::{TestMessage, Topology, connect};
 use test_support::ordering::{self, TEMPLATE};
 use test_support::process::Handler;
-use test_support::target::{Answer, Release, TestTarget, wait_until_drained};
+use test_support::target::{Answer, Release, TestTarget, assert_each_accepted_once, wait_until_drained};
 
 const KEYS: usize = 20;
 const PER_KEY: usize = 15;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_standby_takes_over_in_order_when_the_active_relay_is_killed() {
-    let queue = Topology::declare_with_queue_arguments(json!({ "x-single-active-consumer": true })).await;
-    let messages = ordering::interleaved(KEYS, PER_KEY);
-    queue.publish(&messages).await;
-    // Answers the first third at once (0-20 ms), then holds every answer
-    // until the active relay is dead: it cannot finish before the kill, and
-    // it dies with requests under way.
+    // Every answer after the first third is held until the active relay is
+    // dead: it cannot finish before the kill, and it dies with requests
+    // under way.
     let release = Release::default();
-    let arrivals = Arc::new(AtomicUsize::new(0));
-    let target = TestTarget::answering({
-        let (release, arrivals) = (release.clone(), arrivals.clone());
-        move |_| {
-            let answer = Answer {
-                delay: Duration::from_millis(fastrand::u64(0..20)),
-                ..Answer::default()
-            };
-            if arrivals.fetch_add(1, Ordering::SeqCst) < KEYS * PER_KEY / 3 {
-                answer
-            } else {
-                answer.held_by(&release)
-            }
-        }
-    })
-    .await;
+    let (queue, messages, target) = a_queue_and_a_target_that_stalls(&release).await;
     let options = ["--order-by", TEMPLATE, "--concurrency", "8"];
     let active = Handler::relay(&queue, &target.url("/active"), &options);
     active
@@ -109,6 +91,77 @@ async fn a_standby_takes_over_in_order_when_the_active_relay_is_killed() {
         .filter(|s| accepted_by_active.contains(s.message_id()))
         .count();
     assert!(twice <= 8, "{twice} delivered again, more than were in flight");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_takes_over_in_order_when_the_active_relay_is_stopped_with_requests_under_way() {
+    // Every answer after the first third is held until well after SIGTERM:
+    // the active relay stops with requests under way and messages waiting
+    // behind their keys.
+    let release = Release::default();
+    let (queue, messages, target) = a_queue_and_a_target_that_stalls(&release).await;
+    let options = ["--order-by", TEMPLATE, "--concurrency", "8"];
+    let mut active = Handler::relay(&queue, &target.url("/active"), &options);
+    active
+        .wait_for_output("consuming from queue", Duration::from_secs(30))
+        .await;
+    let mut standby = Handler::relay(&queue, &target.url("/standby"), &options);
+    standby
+        .wait_for_output("this relay stands by", Duration::from_secs(30))
+        .await;
+    target.wait_until_in_flight(8, Duration::from_secs(60)).await;
+    active.terminate();
+    active
+        .wait_for_output("stopping: no new deliveries", Duration::from_secs(30))
+        .await;
+    // Time for a standby to take deliveries it should not have yet.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    release.open();
+    let status = active.wait_for_exit(Duration::from_secs(60)).await;
+    assert!(status.success(), "{}", active.output());
+    wait_until_drained(&queue, &target, &standby, messages.len()).await;
+    standby.stop().await;
+
+    let seen = target.seen();
+    assert!(
+        seen.iter().any(|s| s.path_and_query.starts_with("/standby?")),
+        "the standby never took over:\n{}",
+        standby.output()
+    );
+    // 8 held by the stopping relay, and none beside them from the standby.
+    assert_eq!(
+        target.max_in_flight(),
+        8,
+        "the standby sent while the stopping relay held messages"
+    );
+    ordering::assert_accepted_in_order_per_key(&seen, KEYS, PER_KEY);
+    assert_each_accepted_once(&messages, &target);
+}
+
+/// A queue with a single active consumer holding `KEYS` × `PER_KEY`
+/// webhooks, and a target that answers the first third (in 0-20 ms) and
+/// holds every later answer until `release` opens.
+async fn a_queue_and_a_target_that_stalls(release: &Release) -> (Topology, Vec<TestMessage>, TestTarget) {
+    let queue = Topology::declare_with_queue_arguments(json!({ "x-single-active-consumer": true })).await;
+    let messages = ordering::interleaved(KEYS, PER_KEY);
+    queue.publish(&messages).await;
+    let arrivals = Arc::new(AtomicUsize::new(0));
+    let target = TestTarget::answering({
+        let (release, arrivals) = (release.clone(), arrivals.clone());
+        move |_| {
+            let answer = Answer {
+                delay: Duration::from_millis(fastrand::u64(0..20)),
+                ..Answer::default()
+            };
+            if arrivals.fetch_add(1, Ordering::SeqCst) < KEYS * PER_KEY / 3 {
+                answer
+            } else {
+                answer.held_by(&release)
+            }
+        }
+    })
+    .await;
+    (queue, messages, target)
 }
 
 /// A consumer of the test's own on `queue`, holding it while alive.
