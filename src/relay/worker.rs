@@ -53,9 +53,10 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
 }
 
-/// One held message, from its delivery until its ack or nack goes out (or
-/// its task ends): counted in the metrics, and the consumer told when it
-/// goes (while the circuit is open, that may let it take another).
+/// One held message, from its delivery until its ack goes out, it is left
+/// for the channel's close, or its task ends: counted in the metrics, and
+/// the consumer told when it goes (while the circuit is open, that may let
+/// it take another).
 ///
 /// Counted as the delivery arrives, before its task starts, and counted out
 /// before it is settled, since the broker may deliver the next at once: so

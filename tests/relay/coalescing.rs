@@ -23,9 +23,8 @@ async fn identical_copies_waiting_for_a_slot_are_coalesced_into_the_newest() {
     let copies: Vec<TestMessage> = (0..3).map(|_| TestMessage::post("old=101&new=101")).collect();
     let other = TestMessage::post("old=2&new=2");
     queue.publish(std::slice::from_ref(&busy)).await;
-    // The first request takes the only slot until released: the copies wait.
-    // They are queued once it is under way: without --order-by, webhooks
-    // delivered together race for a free slot.
+    // The first request takes the only slot until released; the copies,
+    // queued once it is under way, wait for the slot.
     let release = Release::default();
     let target = TestTarget::holding_back(&busy.id, &release).await;
     let mut relay = Handler::relay(&queue, &target.url("/hook.php"), &["--coalesce", "--concurrency", "1"]);

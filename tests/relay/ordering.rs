@@ -1,6 +1,7 @@
 //! `--order-by`: the webhooks of one key reach the target one after another,
 //! in queue order, whatever the latency, the refusals and the circuit do;
 //! different keys go in parallel; a renumbering waits behind both numbers.
+//! Without it, at `--concurrency 1`, the queue's order, also across SIGTERM.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

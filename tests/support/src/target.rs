@@ -308,14 +308,10 @@ impl TestTarget {
     /// Waits until `count` requests have been in flight at once (whether
     /// answered since or not); panics after `limit`.
     pub async fn wait_until_in_flight(&self, count: usize, limit: Duration) {
-        let deadline = Instant::now() + limit;
-        while self.max_in_flight() < count {
-            assert!(
-                Instant::now() < deadline,
-                "timed out after {limit:?} waiting for {count} requests in flight"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        assert!(
+            poll(limit, || self.max_in_flight() >= count).await,
+            "timed out after {limit:?} waiting for {count} requests in flight"
+        );
     }
 
     /// Waits until `done` holds for the requests seen, polling; panics after `limit`.
@@ -329,16 +325,21 @@ impl TestTarget {
     /// Waits until `done` holds for the requests seen, polling; says
     /// whether it did within `limit`.
     pub async fn waited_until(&self, limit: Duration, done: impl Fn(&[Seen]) -> bool) -> bool {
-        let deadline = Instant::now() + limit;
-        loop {
-            if done(&self.state.seen.lock().expect("seen lock")) {
-                return true;
-            }
-            if Instant::now() >= deadline {
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        poll(limit, || done(&self.state.seen.lock().expect("seen lock"))).await
+    }
+}
+
+/// Polls `done` every 20 ms; says whether it held within `limit`.
+async fn poll(limit: Duration, done: impl Fn() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if done() {
+            return true;
         }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
